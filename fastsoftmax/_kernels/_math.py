@@ -1,0 +1,293 @@
+"""The one place where exp, log and row reductions live.
+
+numba from PyPI has no SVML, so ``np.exp`` inside a loop is a scalar libm call and the loop does
+not vectorize. ``vexp`` below is a branch-free exp (Cody-Waite range reduction, a polynomial, and
+2**k built from the float's exponent bits) that LLVM vectorizes to AVX2 code. Row reductions sum
+in float64 in fixed-size blocks, so a float32 row of 2**20 entries keeps ~1e-7 relative accuracy
+and a float64 row ~1e-15, whatever the thread count.
+
+These are plain njit functions; LLVM inlines them into the row kernels (checked with
+``inspect_asm``: the inner loops use ymm registers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+# fastmath flags for the kernels: reassociation for vectorized reductions, never nnan/ninf
+# (-inf logits are masks and NaN must propagate).
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# The exp itself is compiled without reassoc: Cody-Waite reduction must not be re-associated.
+_EXP_FLAGS = {"nsz", "contract"}
+
+# Row reductions add BLOCK entries in the row's dtype (vectorized: 8 lanes x 4 accumulators, so
+# each partial sum sees ~8 terms), then add block sums in float64: error ~ (8 + n/BLOCK) ulp of
+# the float64 total, not n ulp.
+BLOCK = 256
+
+
+@intrinsic
+def _pow2(typingctx, k):
+    """2.0**k for an integral float k in the normal exponent range, in k's own float type.
+
+    k + (bias + 2**mantissa_bits) puts k + bias in the low mantissa bits; shifting left by the
+    mantissa width moves it into the exponent field. Float adds and integer shifts only: no
+    float-to-int64 conversion, which AVX2 cannot vectorize.
+    """
+    if k not in (types.float32, types.float64):
+        return None
+    width, mant, bias = (32, 23, 127) if k == types.float32 else (64, 52, 1023)
+
+    def codegen(context, builder, signature, args):
+        fty = args[0].type
+        ity = ir.IntType(width)
+        biased = builder.fadd(args[0], ir.Constant(fty, float(bias + 2**mant)))
+        bits = builder.shl(builder.bitcast(biased, ity), ir.Constant(ity, mant))
+        return builder.bitcast(bits, fty)
+
+    return k(k), codegen
+
+
+# float32: |r| <= ln2/2 after reduction; Taylor to r**7 leaves < 5.3e-9 relative truncation error.
+_LN2_HI_32 = np.float32(0.693359375)  # 9 significant bits, so k * LN2_HI is exact
+_LN2_LO_32 = np.float32(-2.12194440e-4)
+_LOG2E_32 = np.float32(1.44269504088896341)
+_XMAX_32 = np.float32(88.72283935546875)  # log(FLT_MAX)
+_XMIN_32 = np.float32(-103.97208)  # log of the smallest subnormal
+
+
+@njit(fastmath=_EXP_FLAGS, cache=True)
+def _exp_f32(hi, lo):
+    """exp(hi + lo) for float32 (|lo| << |hi|), ~1 ulp; 0 below ~-104, inf above ~88.72."""
+    k = np.floor(hi * _LOG2E_32 + np.float32(0.5))
+    k = k if k > np.float32(-150.0) else np.float32(-150.0)  # NaN goes to -150: no UB below
+    k = k if k < np.float32(128.0) else np.float32(128.0)
+    r = hi - k * _LN2_HI_32
+    r = r - k * _LN2_LO_32 + lo
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    k1 = np.floor(k * np.float32(0.5))  # 2**k = 2**k1 * 2**k2, both normal: subnormal results too
+    y = p * _pow2(k1) * _pow2(k - k1)
+    y = np.float32(0.0) if hi < _XMIN_32 else y
+    y = np.float32(np.inf) if hi > _XMAX_32 else y
+    return y
+
+
+# float64: Taylor to r**13 leaves < 4e-18 relative truncation error on |r| <= ln2/2.
+_LN2_HI_64 = 6.93147180369123816490e-01  # fdlibm's split: k * LN2_HI exact for |k| < 2**11
+_LN2_LO_64 = 1.90821492927058770002e-10
+_LOG2E_64 = 1.44269504088896338700e00
+_XMAX_64 = 709.782712893384  # log(DBL_MAX)
+_XMIN_64 = -745.1332191019412  # log of the smallest subnormal
+_C = tuple(1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))) for n in range(14))
+
+
+@njit(fastmath=_EXP_FLAGS, cache=True)
+def _exp_f64(hi, lo):
+    """exp(hi + lo) for float64 (|lo| << |hi|), ~1 ulp; 0 below ~-745, inf above ~709.78."""
+    k = np.floor(hi * _LOG2E_64 + 0.5)
+    k = k if k > -1076.0 else -1076.0
+    k = k if k < 1024.0 else 1024.0
+    r = hi - k * _LN2_HI_64
+    r = r - k * _LN2_LO_64 + lo
+    p = _C[13]
+    p = p * r + _C[12]
+    p = p * r + _C[11]
+    p = p * r + _C[10]
+    p = p * r + _C[9]
+    p = p * r + _C[8]
+    p = p * r + _C[7]
+    p = p * r + _C[6]
+    p = p * r + _C[5]
+    p = p * r + _C[4]
+    p = p * r + _C[3]
+    p = p * r + _C[2]
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k1 = np.floor(k * 0.5)
+    y = p * _pow2(k1) * _pow2(k - k1)
+    y = 0.0 if hi < _XMIN_64 else y
+    y = np.inf if hi > _XMAX_64 else y
+    return y
+
+
+@njit(fastmath=_EXP_FLAGS, cache=True)
+def _exp_shifted_f32(x, shift, scale):
+    d = x - shift
+    t = d - x
+    err = (x - (d - t)) - (shift + t)  # TwoSum: d + err == x - shift exactly
+    hi = d * scale
+    lo = (d * scale - hi) + err * scale  # contracts to an FMA: the product's rounding error
+    return _exp_f32(hi, lo)
+
+
+@njit(fastmath=_EXP_FLAGS, cache=True)
+def _exp_shifted_f64(x, shift, scale):
+    return _exp_f64((x - shift) * scale, 0.0)
+
+
+def exp_shifted(x, shift, scale):
+    """exp((x - shift) * scale), vectorizable, in the dtype of x.
+
+    float32 feeds the rounding errors of the subtraction (TwoSum) and of the product (FMA) into
+    the reduction, so softmax entries far below the row maximum keep ~1e-7 relative accuracy,
+    where a plain ``exp(x - m)`` loses |x - m| * 6e-8. float64 does not need it (|x - m| * 1.1e-16
+    stays below 1e-14 for every entry above 1e-30) and LLVM will not vectorize the longer form.
+    """
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(exp_shifted, jit_options={"cache": True})
+def _exp_shifted_overload(x, shift, scale):
+    if x == types.float32:
+        return lambda x, shift, scale: _exp_shifted_f32(x, shift, scale)
+    if x == types.float64:
+        return lambda x, shift, scale: _exp_shifted_f64(x, shift, scale)
+    return None
+
+
+def vexp(x):
+    """exp(x) in the dtype of x (float32 or float64); vectorizes; NaN stays NaN."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(vexp, jit_options={"cache": True})
+def _vexp_overload(x):
+    if x == types.float32:
+        return lambda x: _exp_f32(x, np.float32(0.0))
+    if x == types.float64:
+        return lambda x: _exp_f64(x, 0.0)
+    return None
+
+
+@intrinsic
+def _order_key(typingctx, x):
+    """Signed integer with the same order as the float ``x`` (IEEE bits, negatives flipped).
+
+    Integer max reductions vectorize without fast-math flags; float ones do not here. A NaN with
+    the sign bit clear sorts above +inf, one with the sign bit set below -inf.
+    """
+    if x not in (types.float32, types.float64):
+        return None
+    width = x.bitwidth
+    int_type = types.int32 if width == 32 else types.int64
+
+    def codegen(context, builder, signature, args):
+        ity = ir.IntType(width)
+        bits = builder.bitcast(args[0], ity)
+        sign = builder.ashr(bits, ir.Constant(ity, width - 1))
+        mask = builder.and_(sign, ir.Constant(ity, (1 << (width - 1)) - 1))
+        return builder.xor(bits, mask)
+
+    return int_type(x), codegen
+
+
+@intrinsic
+def _key_to_float(typingctx, key):
+    """Inverse of ``_order_key``."""
+    if key not in (types.int32, types.int64):
+        return None
+    width = key.bitwidth
+    float_type = types.float32 if width == 32 else types.float64
+
+    def codegen(context, builder, signature, args):
+        ity = ir.IntType(width)
+        sign = builder.ashr(args[0], ir.Constant(ity, width - 1))
+        mask = builder.and_(sign, ir.Constant(ity, (1 << (width - 1)) - 1))
+        bits = builder.xor(args[0], mask)
+        return builder.bitcast(bits, ir.FloatType() if width == 32 else ir.DoubleType())
+
+    return float_type(key), codegen
+
+
+@njit(cache=True)
+def row_max(x):
+    """Largest entry of a 1-D row, vectorized through integer keys.
+
+    A NaN with the sign bit clear makes the result NaN; one with the sign bit set is skipped (the
+    callers detect NaN through the row sum, which any NaN poisons). Empty row: -inf key minimum.
+    """
+    m = _order_key(x.dtype.type(-np.inf))
+    for j in range(x.shape[0]):
+        k = _order_key(x[j])
+        m = k if k > m else m
+    return _key_to_float(m)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def row_sum(x):
+    """Sum of a 1-D row: within a block in the row's dtype (vectorized), across blocks in float64."""
+    n = x.shape[0]
+    total = 0.0
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        acc = x.dtype.type(0.0)
+        for j in range(start, stop):
+            acc += x[j]
+        total += np.float64(acc)
+    return total
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def row_exp_sum(x, shift, scale, out, store):
+    """Return sum_j exp((x_j - shift) * scale) (float64); write the terms to ``out`` if ``store``.
+
+    ``out`` may be ``x`` itself (each entry is read before it is written).
+    """
+    n = x.shape[0]
+    total = 0.0
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        acc = x.dtype.type(0.0)
+        if store:
+            for j in range(start, stop):
+                e = exp_shifted(x[j], shift, scale)
+                out[j] = e
+                acc += e
+        else:
+            for j in range(start, stop):
+                acc += exp_shifted(x[j], shift, scale)
+        total += np.float64(acc)
+    return total
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def row_dot(x, y):
+    """sum_j x_j * y_j: within a block in the row's dtype, across blocks in float64."""
+    n = x.shape[0]
+    total = 0.0
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        acc = x.dtype.type(0.0)
+        for j in range(start, stop):
+            acc += x[j] * y[j]
+        total += np.float64(acc)
+    return total
+
+
+@njit(cache=True)
+def row_has_nan(x):
+    """True if the 1-D row holds a NaN (for the rare special-row paths)."""
+    for j in range(x.shape[0]):
+        if x[j] != x[j]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def row_count_posinf(x):
+    """Number of +inf entries in the 1-D row."""
+    count = 0
+    for j in range(x.shape[0]):
+        if x[j] == np.inf:
+            count += 1
+    return count

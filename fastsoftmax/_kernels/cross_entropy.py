@@ -1,0 +1,170 @@
+"""Fused softmax + cross-entropy row kernels: per-row loss and gradient in the softmax's passes.
+
+Notation for one row, with u = z * s (s = 1 / temperature), L = logsumexp(u), p = softmax(u),
+weights w, smoothing eps over C classes:
+
+- class-index target y: a = (1 - eps) w_y, b = eps / C, A = a + b sum(w)
+  loss = a (L - u_y) + b sum_c w_c (L - u_c),   dloss/du_j = A p_j - b w_j - a [j == y]
+- probability target t: q_c = w_c ((1 - eps) t_c + eps / C), A = sum(q)
+  loss = sum_c q_c (L - u_c),                    dloss/du_j = A p_j - q_j
+  (terms with q_c == 0 count as 0 even where u_c = -inf)
+
+dloss/dz = s * coef * dloss/du, where coef is grad_output (per row for reduction "none") divided
+by the "mean" denominator. Everything that reads z is read before the gradient pass, so the
+gradient may overwrite z in place. The kernels return the reduced loss (sum, or sum / denominator
+for "mean"); per-row losses land in ``loss`` (float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._compile import row_kernel
+from ._math import FASTMATH, row_count_posinf, row_dot, row_exp_sum, row_has_nan, row_max, row_sum
+
+
+@njit(cache=True)
+def _limit_probs(z, j, k):
+    """(p_j, -log p_j) in the limit, for a NaN-free row with k >= 0 entries at +inf and no finite
+    maximum: p is 1/k on the +inf entries, 0 elsewhere (all 0 when k == 0: "safe" softmax)."""
+    if k == 0 or z[j] != np.inf:
+        return 0.0, np.inf
+    return 1.0 / k, np.log(k)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad):
+    """Loss of one row with class index y; writes the gradient into ``grad`` if asked."""
+    T = z.dtype.type
+    C = z.shape[0]
+    a = (1.0 - eps) * weight[y]
+    b = eps / C
+    A = a + b * wsum
+    m = row_max(z)
+    if m == m and m != np.inf and m != -np.inf:
+        # everything that reads z comes before the exp pass, which may overwrite z
+        zy = np.float64(z[y])
+        wz = row_dot(weight, z) if b != 0.0 else 0.0
+        total = row_exp_sum(z, m, s, grad, want_grad)
+        if total == total:
+            lse = np.log(total)
+            mf = np.float64(m)
+            loss = A * lse + s * (a * (mf - zy) + b * (wsum * mf - wz))
+            if want_grad:
+                c1 = T(coef * s * A / total)
+                if b != 0.0:
+                    c2 = T(coef * s * b)
+                    for j in range(C):
+                        grad[j] = c1 * grad[j] - c2 * weight[j]
+                else:
+                    for j in range(C):
+                        grad[j] *= c1
+                grad[y] -= T(coef * s * a)
+            return loss
+    if row_has_nan(z):
+        if want_grad:
+            grad[:] = np.nan
+        return np.nan
+    # a row with +inf or only -inf logits: the limits of p and -log p, term by term
+    k = row_count_posinf(z)
+    loss = a * _limit_probs(z, y, k)[1]
+    if b != 0.0:
+        for c in range(C):
+            if weight[c] != 0.0:
+                loss += b * weight[c] * _limit_probs(z, c, k)[1]
+    if want_grad:
+        for j in range(C):
+            p = _limit_probs(z, j, k)[0]
+            grad[j] = T(coef * s * (A * p - b * weight[j]))
+        grad[y] -= T(coef * s * a)
+    return loss
+
+
+def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad):
+    n = z.shape[0]
+    want_grad = grad.shape[0] == n
+    wsum = row_sum(weight)
+    inv_denom = 1.0
+    if mean:
+        denom = 0.0
+        for i in range(n):
+            if target[i] != ignore_index:
+                denom += weight[target[i]]
+        inv_denom = 1.0 / denom if denom != 0.0 else np.nan
+    for i in prange(n):
+        y = target[i]
+        if y == ignore_index:
+            loss[i] = 0.0
+            if want_grad:
+                grad[i, :] = 0.0
+            continue
+        coef = gout[i] * inv_denom
+        g = grad[i] if want_grad else z[i]
+        loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad)
+    total = 0.0
+    for i in range(n):
+        total += loss[i]
+    return total * inv_denom if mean else total
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _prob_row(z, t, weight, eps, s, coef, grad, want_grad):
+    """Loss of one row with probability target t; writes the gradient into ``grad`` if asked."""
+    T = z.dtype.type
+    C = z.shape[0]
+    keep = 1.0 - eps
+    add = eps / C
+    m = row_max(z)
+    mf = np.float64(m)
+    finite_max = not (m == np.inf or m == -np.inf or m != m)
+    # A = sum(q) and B = sum(q_c (m - z_c)), terms with q_c == 0 skipped; read before the exp pass
+    A = 0.0
+    B = 0.0
+    for c in range(C):
+        q = weight[c] * (keep * t[c] + add)
+        A += q
+        if finite_max:
+            B += q * (mf - z[c]) if q != 0.0 else 0.0
+    if finite_max:
+        total = row_exp_sum(z, m, s, grad, want_grad)
+        if total == total:
+            loss = A * np.log(total) + s * B
+            if want_grad:
+                c1 = T(coef * s * A / total)
+                c2 = coef * s
+                for j in range(C):
+                    grad[j] = c1 * grad[j] - T(c2 * weight[j] * (keep * t[j] + add))
+            return loss
+    if row_has_nan(z):
+        if want_grad:
+            grad[:] = np.nan
+        return np.nan
+    k = row_count_posinf(z)
+    loss = 0.0
+    for c in range(C):
+        q = weight[c] * (keep * t[c] + add)
+        if q != 0.0:
+            loss += q * _limit_probs(z, c, k)[1]
+    if want_grad:
+        for j in range(C):
+            q = weight[j] * (keep * t[j] + add)
+            grad[j] = T(coef * s * (A * _limit_probs(z, j, k)[0] - q))
+    return loss
+
+
+def _prob(z, target, weight, eps, s, gout, mean, loss, grad):
+    n = z.shape[0]
+    want_grad = grad.shape[0] == n
+    inv_denom = (1.0 / n if n else np.nan) if mean else 1.0
+    for i in prange(n):
+        g = grad[i] if want_grad else z[i]
+        loss[i] = _prob_row(z[i], target[i], weight, eps, s, gout[i] * inv_denom, g, want_grad)
+    total = 0.0
+    for i in range(n):
+        total += loss[i]
+    return total * inv_denom if mean else total
+
+
+index_target_rows = row_kernel(_index)
+prob_target_rows = row_kernel(_prob)

@@ -1,0 +1,235 @@
+"""Argument checks, dtype rules and the (rows, classes) layout, with every error message in one place.
+
+Used by the public functions and by ``fastsoftmax.reference`` alike, so both accept and reject
+exactly the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """float32/float64 stay; float16 computes in float32; bool and integers in float64."""
+    if dtype in (np.float32, np.float64):
+        return np.dtype(dtype)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} has dtype {dtype}; expected a real floating, integer or bool array "
+        "(float16/32/64; longdouble, complex, object and string arrays are not supported)"
+    )
+
+
+def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+    """``x`` as an ndarray of its compute dtype (or of ``dtype`` when given)."""
+    if x is None:
+        raise TypeError(f"{name} must be an array, not None")
+    arr = np.asarray(x)
+    target = compute_dtype(arr.dtype, name)
+    if dtype is not None:
+        target = dtype
+    return arr if arr.dtype == target else arr.astype(target)
+
+
+def common_dtype(*arrays: Any, names: tuple[str, ...]) -> np.dtype:
+    """The promoted compute dtype of several inputs (float32 with float64 gives float64)."""
+    dtypes = [compute_dtype(np.asarray(a).dtype, n) for a, n in zip(arrays, names)]
+    return np.result_type(*dtypes)
+
+
+def normalize_axis(axis: Any, ndim: int) -> int:
+    """A valid non-negative axis for an array of ``ndim`` >= 1 dimensions."""
+    if ndim == 0:
+        raise ValueError("expected an array with at least 1 dimension (the class axis), got a scalar")
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral, np.integer)):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(int(axis), ndim)
+    return int(axis) % ndim
+
+
+def check_classes(shape: tuple[int, ...], axis: int) -> int:
+    """The class count along ``axis``; 0 classes is an error (softmax over nothing)."""
+    classes = shape[axis]
+    if classes == 0:
+        raise ValueError(f"the class axis (axis {axis}) has length 0; softmax needs at least 1 class")
+    return classes
+
+
+def inverse_temperature(temperature: Any) -> float:
+    """1 / temperature, for a finite temperature > 0."""
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"temperature must be a real number, got {temperature!r}")
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0.0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    return 1.0 / t
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> None:
+    """``out`` must be a writable ndarray of exactly ``shape`` and ``dtype`` (or None)."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}; the result has shape {tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name} has dtype {out.dtype}; the result has dtype {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name_b} has shape {b.shape}; it must match {name_a}'s shape {a.shape}")
+
+
+def check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_label_smoothing(label_smoothing: Any) -> float:
+    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, (numbers.Real, np.floating)):
+        raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def check_ignore_index(ignore_index: Any) -> int:
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (numbers.Integral, np.integer)):
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    return int(ignore_index)
+
+
+def check_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray:
+    """Class weights as a contiguous (C,) array of ``dtype``: finite and >= 0 (ones when None)."""
+    if weight is None:
+        return np.ones(classes, dtype=dtype)
+    w = as_float_array(weight, "weight")
+    if w.shape != (classes,):
+        raise ValueError(f"weight has shape {w.shape}; expected ({classes},), one weight per class")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("weight holds NaN or inf; class weights must be finite")
+    if np.any(w < 0):
+        raise ValueError(f"weight holds a negative value ({w.min()}); class weights must be >= 0")
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
+def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
+                 dtype: np.dtype) -> tuple[np.ndarray, bool]:
+    """Validate a cross-entropy target; return it flattened to rows and whether it holds indices.
+
+    Class indices: an integer array of shape logits.shape[:-1], each in [0, C) or ignore_index.
+    Probabilities: a float array of logits' shape, finite.
+    """
+    if target is None:
+        raise TypeError("target must be an array, not None")
+    t = np.asarray(target)
+    classes = logits_shape[-1]
+    batch = logits_shape[:-1]
+    if t.dtype.kind in "iu":
+        if t.shape != batch:
+            raise ValueError(
+                f"class-index target has shape {t.shape}; expected {batch} (logits.shape[:-1])"
+            )
+        bad = ~((t == ignore_index) | ((t >= 0) & (t < classes)))
+        if np.any(bad):
+            where = tuple(int(i) for i in np.argwhere(bad)[0]) if t.ndim else ()
+            value = t[where] if t.ndim else t[()]
+            raise ValueError(
+                f"target value {value} at index {where} is out of range [0, {classes}) "
+                f"and is not ignore_index={ignore_index}"
+            )
+        return np.ascontiguousarray(t, dtype=np.int64).reshape(-1), True
+    if t.dtype.kind == "f":
+        if t.shape != logits_shape:
+            raise ValueError(
+                f"probability target has shape {t.shape}; expected the logits' shape {logits_shape}"
+            )
+        if not np.all(np.isfinite(t)):
+            raise ValueError("probability target holds NaN or inf")
+        return np.ascontiguousarray(t, dtype=dtype).reshape(-1, classes), False
+    raise TypeError(
+        f"target has dtype {t.dtype}; expected integer class indices or floating probabilities"
+    )
+
+
+def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) -> np.ndarray:
+    """grad_output as a float64 array of one entry per row (a scalar is repeated)."""
+    g = np.asarray(grad_output)
+    if g.dtype.kind not in "biuf":
+        raise TypeError(f"grad_output has dtype {g.dtype}; expected a real number or array")
+    rows = math.prod(batch)
+    if g.shape == ():
+        return np.full(rows, float(g), dtype=np.float64)
+    if reduction == "none" and g.shape == batch:
+        return np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+    expected = f"a scalar or an array of shape {batch}" if reduction == "none" else "a scalar"
+    raise ValueError(f"grad_output has shape {g.shape}; with reduction={reduction!r} it must be {expected}")
+
+
+def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
+    """A C-contiguous (rows, classes) array with ``axis`` last (a view when possible)."""
+    moved = np.moveaxis(x, axis, -1)
+    return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+
+
+class RowsOut:
+    """Where a kernel writes its (rows, classes) result, and how it becomes the returned array.
+
+    Writes straight into ``out`` when ``out`` (axis last) is C-contiguous and either overlaps no
+    input or is laid out exactly like the input rows it overwrites (in place); otherwise into a
+    fresh buffer that is copied into ``out`` at the end.
+    """
+
+    def __init__(self, out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, axis: int,
+                 inputs: tuple[np.ndarray, ...]):
+        self._out = out
+        self._axis = axis
+        moved_shape = shape[:axis] + shape[axis + 1:] + (shape[axis],)
+        classes = moved_shape[-1]
+        if out is not None:
+            moved = np.moveaxis(out, axis, -1)
+            if moved.flags.c_contiguous:
+                rows = moved.reshape(-1, classes)
+                if all(_same_or_disjoint(rows, a) for a in inputs):
+                    self.rows = rows
+                    self._direct = True
+                    return
+        self._direct = False
+        self._moved_shape = moved_shape
+        self.rows = np.empty((math.prod(moved_shape[:-1]), classes), dtype=dtype)
+
+    def result(self) -> np.ndarray:
+        if self._direct:
+            return self._out
+        res = np.moveaxis(self.rows.reshape(self._moved_shape), -1, self._axis)
+        if self._out is None:
+            return res
+        np.copyto(self._out, res)
+        return self._out
+
+
+def _same_or_disjoint(rows_out: np.ndarray, rows_in: np.ndarray) -> bool:
+    """True if writing ``rows_out`` element by element cannot corrupt unread ``rows_in`` entries."""
+    if not np.may_share_memory(rows_out, rows_in):
+        return True
+    return (
+        rows_out.__array_interface__["data"][0] == rows_in.__array_interface__["data"][0]
+        and rows_out.strides == rows_in.strides
+        and rows_out.dtype == rows_in.dtype
+    )

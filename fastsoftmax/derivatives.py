@@ -1,0 +1,107 @@
+"""Derivatives of softmax and log_softmax: the Jacobian and its products with vectors.
+
+With p = softmax(z / T): dp_i/dz_j = p_i (delta_ij - p_j) / T. These let the softmax combine with
+any loss: given dL/dp, ``softmax_vjp(p, dL/dp)`` is dL/dz.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _validate as v
+from ._kernels.jvp import jacobian_rows, jvp_rows, log_softmax_vjp_rows
+from ._runtime import launch
+
+
+def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
+    """The softmax Jacobian ``J = diag(p) - p p^T`` of each row of probabilities.
+
+    Parameters
+    ----------
+    probs : array_like
+        Softmax output, class axis ``axis``.
+    axis : int
+        The class axis.
+
+    Returns
+    -------
+    ndarray
+        Shape ``batch + (C, C)``, where ``batch`` is ``probs.shape`` without ``axis``:
+        ``J[..., i, j] = p_i (delta_ij - p_j)``. Memory is C times that of ``probs``; prefer
+        :func:`softmax_jvp` / :func:`softmax_vjp`, which never build it.
+    """
+    p = v.as_float_array(probs, "probs")
+    axis = v.normalize_axis(axis, p.ndim)
+    classes = v.check_classes(p.shape, axis)
+    rows = v.to_rows(p, axis)
+    batch = p.shape[:axis] + p.shape[axis + 1:]
+    out = np.empty(batch + (classes, classes), dtype=p.dtype)
+    launch(jacobian_rows, rows.size * classes, rows, out.reshape(-1, classes, classes))
+    return out
+
+
+def _product(kernel, a: ArrayLike, b: ArrayLike, names: tuple[str, str], axis: int,
+             temperature: float, out: np.ndarray | None) -> np.ndarray:
+    dtype = v.common_dtype(a, b, names=names)
+    a = v.as_float_array(a, names[0], dtype)
+    b = v.as_float_array(b, names[1], dtype)
+    v.check_same_shape(a, b, *names)
+    axis = v.normalize_axis(axis, a.ndim)
+    v.check_classes(a.shape, axis)
+    scale = dtype.type(v.inverse_temperature(temperature))
+    v.check_out(out, a.shape, dtype)
+    rows_a, rows_b = v.to_rows(a, axis), v.to_rows(b, axis)
+    dest = v.RowsOut(out, a.shape, dtype, axis, (rows_a, rows_b))
+    launch(kernel, rows_a.size, rows_a, rows_b, scale, dest.rows)
+    return dest.result()
+
+
+def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Jacobian-vector product of softmax: ``J v = p * (v - sum(p * v)) / T``.
+
+    Equal to ``np.einsum('...ij,...j->...i', softmax_jacobian(p), v) / T`` without building J:
+    O(C) work and memory per row instead of O(C^2).
+
+    Parameters
+    ----------
+    probs : array_like
+        p = softmax(z / T).
+    tangent : array_like
+        v, same shape as ``probs``.
+    axis : int
+        The class axis.
+    temperature : float
+        T > 0 used to compute ``probs``.
+    out : ndarray, optional
+        Writable array of the result's shape and dtype; may be ``probs`` or ``tangent``.
+    """
+    return _product(jvp_rows, probs, tangent, ("probs", "tangent"), axis, temperature, out)
+
+
+def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
+                temperature: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Vector-Jacobian product of softmax: ``g^T J = p * (g - sum(p * g)) / T``, i.e. dL/dz from dL/dp.
+
+    J is symmetric, so the values equal :func:`softmax_jvp`. Parameters as there, with the
+    cotangent g = dL/dp in place of the tangent.
+    """
+    return _product(jvp_rows, probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
+
+
+def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
+                    temperature: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Vector-Jacobian product of log_softmax: ``(g - exp(logp) * sum(g)) / T``, dL/dz from dL/dlogp.
+
+    Parameters
+    ----------
+    log_probs : array_like
+        logp = log_softmax(z / T).
+    cotangent : array_like
+        g = dL/dlogp, same shape.
+    axis, temperature, out
+        As in :func:`softmax_jvp`.
+    """
+    return _product(log_softmax_vjp_rows, log_probs, cotangent, ("log_probs", "cotangent"), axis,
+                    temperature, out)

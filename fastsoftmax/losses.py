@@ -1,0 +1,128 @@
+"""Softmax cross-entropy with PyTorch's ``F.cross_entropy`` semantics, class axis last.
+
+For one row with logits z, u = z / T, L = logsumexp(u), log p = u - L, class weights w and
+label smoothing eps over C classes:
+
+- class-index target y: ``loss = (1 - eps) w_y (-log p_y) + eps / C * sum_c w_c (-log p_c)``;
+  rows whose target is ``ignore_index`` give 0; "mean" divides by ``sum(w[y])`` over the other rows.
+- probability target t: ``loss = -sum_c w_c ((1 - eps) t_c + eps / C) log p_c``; "mean" divides
+  by the number of rows.
+
+The gradient is ``softmax(u) * sum(q) - q`` (per row, q the weights of the -log p terms above),
+times grad_output / T and the "mean" denominator; for one-hot t without weights: ``softmax - t``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _validate as v
+from ._kernels.cross_entropy import index_target_rows, prob_target_rows
+from ._runtime import launch
+
+
+def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_index: int,
+         reduction: str, label_smoothing: float, temperature: float, grad_output: Any,
+         want_grad: bool, out: np.ndarray | None):
+    """Validate, run the fused kernel once; return (loss, gradient or None)."""
+    z = v.as_float_array(logits, "logits")
+    if z.ndim == 0:
+        raise ValueError("logits must have at least 1 dimension (the class axis, last)")
+    classes = v.check_classes(z.shape, z.ndim - 1)
+    reduction = v.check_reduction(reduction)
+    eps = v.check_label_smoothing(label_smoothing)
+    ignore_index = v.check_ignore_index(ignore_index)
+    scale = v.inverse_temperature(temperature)
+    t, is_index = v.check_target(target, z.shape, ignore_index, z.dtype)
+    w = v.check_weight(weight, classes, z.dtype)
+    batch = z.shape[:-1]
+    gout = v.check_grad_output(grad_output, reduction, batch)
+    if want_grad:
+        v.check_out(out, z.shape, z.dtype)
+    rows = v.to_rows(z, z.ndim - 1)
+    n = rows.shape[0]
+    dest = v.RowsOut(out, z.shape, z.dtype, z.ndim - 1, (rows,)) if want_grad else None
+    grad_rows = dest.rows if want_grad else np.empty((0, classes), z.dtype)
+    losses = np.empty(n, dtype=np.float64)
+    mean = reduction == "mean"
+    if is_index:
+        total = launch(index_target_rows, rows.size, rows, t, w, ignore_index, eps, scale, gout,
+                       mean, losses, grad_rows)
+    else:
+        total = launch(prob_target_rows, rows.size, rows, t, w, eps, scale, gout, mean, losses,
+                       grad_rows)
+    if reduction == "none":
+        loss = losses.astype(z.dtype).reshape(batch)
+    else:
+        loss = z.dtype.type(total)
+    return loss, dest.result() if want_grad else None
+
+
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                  temperature: float = 1.0) -> np.floating | np.ndarray:
+    """Softmax cross-entropy of ``logits / temperature`` against ``target`` (PyTorch semantics).
+
+    Parameters
+    ----------
+    logits : array_like
+        Shape ``batch + (C,)``, class axis last.
+    target : array_like
+        Integer class indices of shape ``batch``, or float probabilities of shape ``batch + (C,)``.
+    weight : array_like, optional
+        (C,) finite, non-negative class weights.
+    ignore_index : int
+        Class-index targets equal to it contribute 0 and leave the "mean" denominator.
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the summed target weights (index targets; NaN if every row is ignored)
+        or by the number of rows (probability targets).
+    label_smoothing : float
+        eps in [0, 1]: the target mixes with the uniform distribution, ``(1 - eps) t + eps / C``.
+    temperature : float
+        T > 0.
+
+    Returns
+    -------
+    scalar of the logits' dtype, or an array of shape ``batch`` for reduction="none".
+    """
+    return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
+                1.0, False, None)[0]
+
+
+def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+                           ignore_index: int = -100, reduction: str = "mean",
+                           label_smoothing: float = 0.0, temperature: float = 1.0,
+                           grad_output: ArrayLike = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`cross_entropy` with respect to ``logits``, times ``grad_output``.
+
+    ``grad = grad_output * (softmax(logits / T) * sum(q) - q) / T / denominator`` per row (see the
+    module doc); 0 on ignored rows.
+
+    Parameters
+    ----------
+    logits, target, weight, ignore_index, reduction, label_smoothing, temperature
+        As in :func:`cross_entropy`.
+    grad_output : float or array_like
+        Upstream gradient: a scalar for "mean"/"sum"; a scalar or an array of shape ``batch``
+        for "none".
+    out : ndarray, optional
+        Writable array of the logits' shape and dtype; may be ``logits`` itself.
+    """
+    return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
+                grad_output, True, out)[1]
+
+
+def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+                            ignore_index: int = -100, reduction: str = "mean",
+                            label_smoothing: float = 0.0, temperature: float = 1.0,
+                            out: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+    """Loss and its gradient in one fused pass over each row: ``(cross_entropy(...), d loss/d logits)``.
+
+    Arguments as in :func:`cross_entropy`; ``out=logits`` writes the gradient over the logits
+    (no extra memory beyond O(rows)).
+    """
+    return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
+                1.0, True, out)

@@ -1,0 +1,91 @@
+"""softmax, log_softmax and logsumexp over one axis (the last by default)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _validate as v
+from ._kernels.softmax import log_softmax_rows, logsumexp_rows, softmax_rows
+from ._runtime import launch
+
+
+def _rowwise(kernel, x: ArrayLike, axis: int, temperature: float, out: np.ndarray | None) -> np.ndarray:
+    x = v.as_float_array(x, "x")
+    axis = v.normalize_axis(axis, x.ndim)
+    v.check_classes(x.shape, axis)
+    scale = x.dtype.type(v.inverse_temperature(temperature))
+    v.check_out(out, x.shape, x.dtype)
+    rows = v.to_rows(x, axis)
+    dest = v.RowsOut(out, x.shape, x.dtype, axis, (rows,))
+    launch(kernel, rows.size, rows, scale, dest.rows)
+    return dest.result()
+
+
+def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax along ``axis``: ``p_i = exp(x_i / T - m) / sum_j exp(x_j / T - m)``, m = max(x / T).
+
+    Parameters
+    ----------
+    x : array_like
+        Logits; float32/float64 are computed natively, float16 in float32, ints and bools in float64.
+    axis : int
+        The class axis.
+    temperature : float
+        T > 0; the softmax of ``x / T``.
+    out : ndarray, optional
+        Writable array of the result's shape and dtype; may be ``x`` itself.
+
+    Returns
+    -------
+    ndarray
+        Probabilities along ``axis``. A row holding NaN gives NaN; +inf entries share the
+        probability equally; -inf entries get exactly 0; an all -inf row gives all 0.
+    """
+    return _rowwise(softmax_rows, x, axis, temperature, out)
+
+
+def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Log of the softmax along ``axis``: ``x_i / T - logsumexp(x / T)``, computed stably.
+
+    Parameters and special values as in :func:`softmax`; -inf entries give -inf, an all -inf
+    row gives all -inf, a row with k entries at +inf gives ``-log(k)`` there and -inf elsewhere.
+    """
+    return _rowwise(log_softmax_rows, x, axis, temperature, out)
+
+
+def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """``log(sum(exp(x), axis))`` computed as ``m + log(sum(exp(x - m)))`` with m = max(x).
+
+    Parameters
+    ----------
+    x : array_like
+        Input (dtype rules as in :func:`softmax`).
+    axis : int
+        The axis reduced.
+    keepdims : bool
+        Keep the reduced axis with length 1.
+    out : ndarray, optional
+        Writable array of the result's shape and dtype.
+
+    Returns
+    -------
+    ndarray
+        NaN for a row holding NaN, +inf for a row holding +inf, -inf for an all -inf row.
+    """
+    x = v.as_float_array(x, "x")
+    axis = v.normalize_axis(axis, x.ndim)
+    v.check_classes(x.shape, axis)
+    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
+    v.check_out(out, shape, x.dtype)
+    rows = v.to_rows(x, axis)
+    direct = out is not None and out.flags.c_contiguous and not np.may_share_memory(out, x)
+    result = out if direct else np.empty(shape, x.dtype)
+    launch(logsumexp_rows, rows.size, rows, result.reshape(-1))
+    if out is not None and result is not out:
+        np.copyto(out, result)
+        return out
+    return result
