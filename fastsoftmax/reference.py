@@ -1,0 +1,206 @@
+"""Pure-NumPy twins of every public function: same signatures, same checks, textbook formulas.
+
+Slow and obviously right: softmax = exp(x - max) / sum, the Jacobian diag(p) - p p^T, products
+by ``np.einsum`` over that Jacobian, cross-entropy as -sum(q * log_softmax) with PyTorch's
+weights, ignore_index, label smoothing and "mean" denominators, and its gradient as
+softmax * sum(q) - q. Tests compare the kernels against these; benchmarks time both.
+Computes in the same dtype as the fast functions (float32 stays float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _validate as v
+
+
+def _finish(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+def _prepare(x: ArrayLike, axis: int, temperature: float, out):
+    x = v.as_float_array(x, "x")
+    axis = v.normalize_axis(axis, x.ndim)
+    v.check_classes(x.shape, axis)
+    inv_t = v.inverse_temperature(temperature)
+    v.check_out(out, x.shape, x.dtype)
+    return x * x.dtype.type(inv_t), axis
+
+
+def _safe_softmax(u: np.ndarray, axis: int) -> np.ndarray:
+    """exp(u - max) / sum with the limits the package documents for inf rows."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        m = np.max(u, axis=axis, keepdims=True)
+        posinf = np.isposinf(m)
+        # +inf entries share the probability: softmax of the indicator of u == +inf
+        shifted = np.where(posinf, np.where(np.isposinf(u), 0.0, -np.inf), u - np.where(np.isfinite(m), m, 0))
+        e = np.exp(shifted.astype(u.dtype))
+        s = np.sum(e, axis=axis, keepdims=True)
+        p = np.where(s == 0, 0, e / np.where(s == 0, 1, s)).astype(u.dtype)  # NaN stays NaN
+    return p
+
+
+def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None) -> np.ndarray:
+    """Reference: ``exp(u - max(u)) / sum(exp(u - max(u)))``, u = x / T."""
+    u, axis = _prepare(x, axis, temperature, out)
+    return _finish(_safe_softmax(u, axis), out)
+
+
+def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None) -> np.ndarray:
+    """Reference: ``log(softmax(x / T))`` with the limits for inf rows."""
+    u, axis = _prepare(x, axis, temperature, out)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.max(u, axis=axis, keepdims=True)
+        finite = np.isfinite(m)
+        lse = np.where(finite, m, 0) + np.log(np.sum(np.exp(u - np.where(finite, m, 0)), axis=axis, keepdims=True))
+        res = np.where(finite, u - lse, np.log(_safe_softmax(u, axis))).astype(u.dtype)
+    return _finish(res, out)
+
+
+def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False, out=None) -> np.ndarray:
+    """Reference: ``m + log(sum(exp(x - m)))``, m = max(x)."""
+    x = v.as_float_array(x, "x")
+    axis = v.normalize_axis(axis, x.ndim)
+    v.check_classes(x.shape, axis)
+    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
+    v.check_out(out, shape, x.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.max(x, axis=axis, keepdims=True)
+        mm = np.where(np.isfinite(m), m, 0)
+        res = mm + np.log(np.sum(np.exp(x - mm), axis=axis, keepdims=True))
+    if not keepdims:
+        res = np.squeeze(res, axis=axis)
+    return _finish(np.asarray(res, dtype=x.dtype), out)
+
+
+def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
+    """Reference: ``J = diag(p) - p p^T`` per row, shape batch + (C, C)."""
+    p = v.as_float_array(probs, "probs")
+    axis = v.normalize_axis(axis, p.ndim)
+    v.check_classes(p.shape, axis)
+    p = np.moveaxis(p, axis, -1)
+    eye = np.eye(p.shape[-1], dtype=p.dtype)
+    return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
+
+
+def _product(a, b, names, axis, temperature, out):
+    dtype = v.common_dtype(a, b, names=names)
+    a = v.as_float_array(a, names[0], dtype)
+    b = v.as_float_array(b, names[1], dtype)
+    v.check_same_shape(a, b, *names)
+    axis = v.normalize_axis(axis, a.ndim)
+    v.check_classes(a.shape, axis)
+    inv_t = dtype.type(v.inverse_temperature(temperature))
+    v.check_out(out, a.shape, dtype)
+    return a, b, axis, inv_t
+
+
+def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
+                out=None) -> np.ndarray:
+    """Reference: ``np.einsum('...ij,...j->...i', J, v) / T`` with the full Jacobian J."""
+    p, t, axis, inv_t = _product(probs, tangent, ("probs", "tangent"), axis, temperature, out)
+    jac = softmax_jacobian(p, axis)
+    res = np.einsum("...ij,...j->...i", jac, np.moveaxis(t, axis, -1)) * inv_t
+    return _finish(np.moveaxis(res, -1, axis), out)
+
+
+def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
+                out=None) -> np.ndarray:
+    """Reference: ``np.einsum('...j,...ji->...i', g, J) / T`` with the full Jacobian J."""
+    p, g, axis, inv_t = _product(probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
+    jac = softmax_jacobian(p, axis)
+    res = np.einsum("...j,...ji->...i", np.moveaxis(g, axis, -1), jac) * inv_t
+    return _finish(np.moveaxis(res, -1, axis), out)
+
+
+def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
+                    temperature: float = 1.0, out=None) -> np.ndarray:
+    """Reference: ``g^T (I - 1 p^T) / T`` with p = exp(logp): the log_softmax Jacobian is I - 1 p^T."""
+    lp, g, axis, inv_t = _product(log_probs, cotangent, ("log_probs", "cotangent"), axis, temperature, out)
+    p = np.exp(np.moveaxis(lp, axis, -1))
+    c = p.shape[-1]
+    jac = np.eye(c, dtype=p.dtype) - np.ones((c, 1), dtype=p.dtype) * p[..., None, :]
+    res = np.einsum("...j,...ji->...i", np.moveaxis(g, axis, -1), jac) * inv_t
+    return _finish(np.moveaxis(res, -1, axis), out)
+
+
+def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output):
+    """Per-row weights q of the -log p terms, the mean denominator, log p, p and the upstream grads."""
+    z = v.as_float_array(logits, "logits")
+    if z.ndim == 0:
+        raise ValueError("logits must have at least 1 dimension (the class axis, last)")
+    classes = v.check_classes(z.shape, z.ndim - 1)
+    reduction = v.check_reduction(reduction)
+    eps = v.check_label_smoothing(label_smoothing)
+    ignore_index = v.check_ignore_index(ignore_index)
+    inv_t = v.inverse_temperature(temperature)
+    t, is_index = v.check_target(target, z.shape, ignore_index, z.dtype)
+    w = v.check_weight(weight, classes, z.dtype).astype(np.float64)
+    gout = v.check_grad_output(grad_output, reduction, z.shape[:-1])
+    u = z.reshape(-1, classes).astype(np.float64) * inv_t
+    n = u.shape[0]
+    if is_index:
+        keep = t != ignore_index
+        onehot = np.zeros((n, classes))
+        onehot[np.arange(n)[keep], t[keep]] = 1.0
+        q = (1 - eps) * onehot * w + keep[:, None] * (eps / classes) * w
+        denom = np.sum(w[t[keep]])
+    else:
+        q = w * ((1 - eps) * t.astype(np.float64) + eps / classes)
+        denom = float(n)
+    return z, u, q, denom, gout, inv_t, reduction
+
+
+def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
+                  grad_output):
+    z, u, q, denom, gout, inv_t, reduction = _ce_terms(
+        logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output)
+    p = _safe_softmax(u, -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.log(p)
+        rows = -np.sum(np.where(q != 0, q * logp, 0.0), axis=-1)
+        scale = 1.0 / denom if reduction == "mean" else 1.0
+        grad = (p * q.sum(-1, keepdims=True) - q) * (gout * scale * inv_t)[:, None]
+        grad = np.where(np.isnan(u).any(-1, keepdims=True), np.nan, grad)
+        rows = np.where(np.isnan(u).any(-1), np.nan, rows)
+        if reduction == "none":
+            loss = rows.astype(z.dtype).reshape(z.shape[:-1])
+        elif reduction == "sum":
+            loss = z.dtype.type(np.sum(rows))
+        else:
+            loss = z.dtype.type(np.sum(rows) / denom) if denom != 0 else z.dtype.type(np.nan)
+    return loss, grad.astype(z.dtype).reshape(z.shape), z
+
+
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight=None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0):
+    """Reference: ``sum_c -q_c log_softmax(z / T)_c`` per row, reduced like PyTorch."""
+    return _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
+                         temperature, 1.0)[0]
+
+
+def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
+                           ignore_index: int = -100, reduction: str = "mean",
+                           label_smoothing: float = 0.0, temperature: float = 1.0,
+                           grad_output: Any = 1.0, out=None) -> np.ndarray:
+    """Reference: ``(softmax(z / T) * sum(q) - q) * grad_output / T / denominator``."""
+    _, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
+                               temperature, grad_output)
+    v.check_out(out, z.shape, z.dtype)
+    return _finish(grad, out)
+
+
+def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
+                            ignore_index: int = -100, reduction: str = "mean",
+                            label_smoothing: float = 0.0, temperature: float = 1.0, out=None):
+    """Reference: ``(cross_entropy(...), cross_entropy_backward(...))``."""
+    loss, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
+                                  temperature, 1.0)
+    v.check_out(out, z.shape, z.dtype)
+    return loss, _finish(grad, out)
