@@ -19,6 +19,6 @@ class RowKernel(NamedTuple):
 def row_kernel(fn: Callable) -> RowKernel:
     """Compile ``fn`` (a loop ``for i in prange(rows)``) both ways, cached on disk."""
     return RowKernel(
-        parallel=njit(parallel=True, fastmath=FASTMATH, cache=True)(fn),
-        serial=njit(parallel=False, fastmath=FASTMATH, cache=True)(fn),
+        parallel=njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)(fn),
+        serial=njit(parallel=False, fastmath=FASTMATH, error_model="numpy", cache=True)(fn),
     )

@@ -59,7 +59,7 @@ _XMAX_32 = np.float32(88.72283935546875)  # log(FLT_MAX)
 _XMIN_32 = np.float32(-103.97208)  # log of the smallest subnormal
 
 
-@njit(fastmath=_EXP_FLAGS, cache=True)
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
 def _exp_f32(hi, lo):
     """exp(hi + lo) for float32 (|lo| << |hi|), ~1 ulp; 0 below ~-104, inf above ~88.72."""
     k = np.floor(hi * _LOG2E_32 + np.float32(0.5))
@@ -91,7 +91,7 @@ _XMIN_64 = -745.1332191019412  # log of the smallest subnormal
 _C = tuple(1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))) for n in range(14))
 
 
-@njit(fastmath=_EXP_FLAGS, cache=True)
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
 def _exp_f64(hi, lo):
     """exp(hi + lo) for float64 (|lo| << |hi|), ~1 ulp; 0 below ~-745, inf above ~709.78."""
     k = np.floor(hi * _LOG2E_64 + 0.5)
@@ -120,7 +120,7 @@ def _exp_f64(hi, lo):
     return y
 
 
-@njit(fastmath=_EXP_FLAGS, cache=True)
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
 def _exp_shifted_f32(x, shift, scale):
     d = x - shift
     t = d - x
@@ -130,7 +130,7 @@ def _exp_shifted_f32(x, shift, scale):
     return _exp_f32(hi, lo)
 
 
-@njit(fastmath=_EXP_FLAGS, cache=True)
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
 def _exp_shifted_f64(x, shift, scale):
     return _exp_f64((x - shift) * scale, 0.0)
 
@@ -146,7 +146,7 @@ def exp_shifted(x, shift, scale):
     raise NotImplementedError("only callable from numba-compiled code")
 
 
-@overload(exp_shifted, jit_options={"cache": True})
+@overload(exp_shifted, jit_options={"cache": True, "error_model": "numpy"})
 def _exp_shifted_overload(x, shift, scale):
     if x == types.float32:
         return lambda x, shift, scale: _exp_shifted_f32(x, shift, scale)
@@ -160,12 +160,115 @@ def vexp(x):
     raise NotImplementedError("only callable from numba-compiled code")
 
 
-@overload(vexp, jit_options={"cache": True})
+@overload(vexp, jit_options={"cache": True, "error_model": "numpy"})
 def _vexp_overload(x):
     if x == types.float32:
         return lambda x: _exp_f32(x, np.float32(0.0))
     if x == types.float64:
         return lambda x: _exp_f64(x, 0.0)
+    return None
+
+
+@intrinsic
+def _split_float(typingctx, x):
+    """(m, e) with x == m * 2**e, m in [1, 2), e an integral float; for finite x > 0 normal."""
+    if x not in (types.float32, types.float64):
+        return None
+    width, mant, bias = (32, 23, 127) if x == types.float32 else (64, 52, 1023)
+
+    def codegen(context, builder, signature, args):
+        fty = args[0].type
+        ity = ir.IntType(width)
+        bits = builder.bitcast(args[0], ity)
+        mant_mask = ir.Constant(ity, (1 << mant) - 1)
+        m_bits = builder.or_(builder.and_(bits, mant_mask), ir.Constant(ity, bias << mant))
+        # exponent as a float without int->float conversion (AVX2 has none for int64):
+        # the biased exponent in the low mantissa bits of 2**mant, minus 2**mant + bias
+        e_bits = builder.or_(builder.lshr(bits, ir.Constant(ity, mant)), ir.Constant(ity, (bias + mant) << mant))
+        e = builder.fsub(builder.bitcast(e_bits, fty), ir.Constant(fty, float(2**mant + bias)))
+        m = builder.bitcast(m_bits, fty)
+        return context.make_tuple(builder, signature.return_type, (m, e))
+
+    return types.UniTuple(x, 2)(x), codegen
+
+
+# log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716 for m in [sqrt(1/2), sqrt(2)):
+# series terms s**(2k+1) / (2k+1) up to k = 5 (float32) or k = 11 (float64).
+_SQRT2_32 = np.float32(1.41421356)
+_LN2_32 = np.float32(0.693147180559945)
+_TINY_32 = np.float32(1.1754944e-38)
+_SQRT2_64 = 1.4142135623730951
+_LN2_64 = 0.6931471805599453
+_TINY_64 = 2.2250738585072014e-308
+
+
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
+def _log_f32(x):
+    """log(x) for float32, ~1 ulp; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf."""
+    sub = x < _TINY_32
+    xs = x * np.float32(16777216.0) if sub else x  # subnormals: scale by 2**24 first
+    m, e = _split_float(xs)
+    e = e - np.float32(24.0) if sub else e
+    big = m > _SQRT2_32
+    m = m * np.float32(0.5) if big else m
+    e = e + np.float32(1.0) if big else e
+    s = (m - np.float32(1.0)) / (m + np.float32(1.0))
+    z = s * s
+    p = np.float32(1.0 / 11.0)
+    p = p * z + np.float32(1.0 / 9.0)
+    p = p * z + np.float32(1.0 / 7.0)
+    p = p * z + np.float32(1.0 / 5.0)
+    p = p * z + np.float32(1.0 / 3.0)
+    p = p * z + np.float32(1.0)
+    y = e * _LN2_32 + np.float32(2.0) * s * p
+    y = np.float32(-np.inf) if x == np.float32(0.0) else y
+    y = np.float32(np.inf) if x == np.float32(np.inf) else y
+    y = np.float32(np.nan) if not x >= np.float32(0.0) else y
+    return y
+
+
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
+def _log_f64(x):
+    """log(x) for float64, ~1 ulp; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf."""
+    sub = x < _TINY_64
+    xs = x * 4503599627370496.0 if sub else x  # subnormals: scale by 2**52 first
+    m, e = _split_float(xs)
+    e = e - 52.0 if sub else e
+    big = m > _SQRT2_64
+    m = m * 0.5 if big else m
+    e = e + 1.0 if big else e
+    s = (m - 1.0) / (m + 1.0)
+    z = s * s
+    p = 1.0 / 23.0
+    p = p * z + 1.0 / 21.0
+    p = p * z + 1.0 / 19.0
+    p = p * z + 1.0 / 17.0
+    p = p * z + 1.0 / 15.0
+    p = p * z + 1.0 / 13.0
+    p = p * z + 1.0 / 11.0
+    p = p * z + 1.0 / 9.0
+    p = p * z + 1.0 / 7.0
+    p = p * z + 1.0 / 5.0
+    p = p * z + 1.0 / 3.0
+    p = p * z + 1.0
+    y = e * _LN2_64 + 2.0 * s * p
+    y = -np.inf if x == 0.0 else y
+    y = np.inf if x == np.inf else y
+    y = np.nan if not x >= 0.0 else y
+    return y
+
+
+def vlog(x):
+    """log(x) in the dtype of x (float32 or float64); vectorizes; NaN stays NaN."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(vlog, jit_options={"cache": True, "error_model": "numpy"})
+def _vlog_overload(x):
+    if x == types.float32:
+        return lambda x: _log_f32(x)
+    if x == types.float64:
+        return lambda x: _log_f64(x)
     return None
 
 
@@ -209,7 +312,7 @@ def _key_to_float(typingctx, key):
     return float_type(key), codegen
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def row_max(x):
     """Largest entry of a 1-D row, vectorized through integer keys.
 
@@ -223,7 +326,7 @@ def row_max(x):
     return _key_to_float(m)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_sum(x):
     """Sum of a 1-D row: within a block in the row's dtype (vectorized), across blocks in float64."""
     n = x.shape[0]
@@ -237,7 +340,7 @@ def row_sum(x):
     return total
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_exp_sum(x, shift, scale, out, store):
     """Return sum_j exp((x_j - shift) * scale) (float64); write the terms to ``out`` if ``store``.
 
@@ -260,7 +363,7 @@ def row_exp_sum(x, shift, scale, out, store):
     return total
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_dot(x, y):
     """sum_j x_j * y_j: within a block in the row's dtype, across blocks in float64."""
     n = x.shape[0]
@@ -274,7 +377,7 @@ def row_dot(x, y):
     return total
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def row_has_nan(x):
     """True if the 1-D row holds a NaN (for the rare special-row paths)."""
     for j in range(x.shape[0]):
@@ -283,7 +386,7 @@ def row_has_nan(x):
     return False
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def row_count_posinf(x):
     """Number of +inf entries in the 1-D row."""
     count = 0

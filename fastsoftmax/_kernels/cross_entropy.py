@@ -24,7 +24,7 @@ from ._compile import row_kernel
 from ._math import FASTMATH, row_count_posinf, row_dot, row_exp_sum, row_has_nan, row_max, row_sum
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _limit_probs(z, j, k):
     """(p_j, -log p_j) in the limit, for a NaN-free row with k >= 0 entries at +inf and no finite
     maximum: p is 1/k on the +inf entries, 0 elsewhere (all 0 when k == 0: "safe" softmax)."""
@@ -33,7 +33,7 @@ def _limit_probs(z, j, k):
     return 1.0 / k, np.log(k)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad):
     """Loss of one row with class index y; writes the gradient into ``grad`` if asked."""
     T = z.dtype.type
@@ -108,7 +108,7 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad):
     return total * inv_denom if mean else total
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _prob_row(z, t, weight, eps, s, coef, grad, want_grad):
     """Loss of one row with probability target t; writes the gradient into ``grad`` if asked."""
     T = z.dtype.type

@@ -15,7 +15,7 @@ from ._compile import row_kernel
 from ._math import FASTMATH, row_count_posinf, row_exp_sum, row_has_nan, row_max
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def softmax_row(x, scale, out):
     """out = softmax(x * scale) for one row; ``out`` may be ``x``."""
     T = x.dtype.type
@@ -39,7 +39,7 @@ def softmax_row(x, scale, out):
         out[j] *= inv
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def log_softmax_row(x, scale, out):
     """out = log_softmax(x * scale) for one row; ``out`` may be ``x``."""
     T = x.dtype.type
@@ -60,7 +60,7 @@ def log_softmax_row(x, scale, out):
         out[j] = (x[j] - m) * scale - lse
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def logsumexp_row(x):
     """log(sum(exp(x))) of one row, as float64 (NaN if the row holds NaN)."""
     m = row_max(x)
