@@ -17,8 +17,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
     """float32/float64 stay; float16 computes in float32; bool and integers in float64."""
-    if dtype in (np.float32, np.float64):
-        return np.dtype(dtype)
+    if dtype.char in "fd":
+        return dtype
     if dtype == np.float16:
         return np.dtype(np.float32)
     if dtype.kind in "biu":
@@ -31,6 +31,8 @@ def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
 
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     """``x`` as an ndarray of its compute dtype (or of ``dtype`` when given)."""
+    if type(x) is np.ndarray and dtype is None and x.dtype.char in "fd":
+        return x  # the common case, kept cheap: the wrapper overhead is per call
     if x is None:
         raise TypeError(f"{name} must be an array, not None")
     arr = np.asarray(x)
@@ -48,6 +50,8 @@ def common_dtype(*arrays: Any, names: tuple[str, ...]) -> np.dtype:
 
 def normalize_axis(axis: Any, ndim: int) -> int:
     """A valid non-negative axis for an array of ``ndim`` >= 1 dimensions."""
+    if type(axis) is int and -ndim <= axis < ndim:
+        return axis % ndim
     if ndim == 0:
         raise ValueError("expected an array with at least 1 dimension (the class axis), got a scalar")
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral, np.integer)):
@@ -67,6 +71,8 @@ def check_classes(shape: tuple[int, ...], axis: int) -> int:
 
 def inverse_temperature(temperature: Any) -> float:
     """1 / temperature, for a finite temperature > 0."""
+    if type(temperature) is float and 0.0 < temperature < math.inf:
+        return 1.0 / temperature
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"temperature must be a real number, got {temperature!r}")
     t = float(temperature)
@@ -184,6 +190,8 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
 
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """A C-contiguous (rows, classes) array with ``axis`` last (a view when possible)."""
+    if axis == x.ndim - 1 and x.flags.c_contiguous:
+        return x.reshape(-1, x.shape[-1])
     moved = np.moveaxis(x, axis, -1)
     return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
 
@@ -200,6 +208,11 @@ class RowsOut:
                  inputs: tuple[np.ndarray, ...]):
         self._out = out
         self._axis = axis
+        if out is None and axis == len(shape) - 1:  # the common case, kept cheap
+            self._direct = False
+            self._moved_shape = shape
+            self.rows = np.empty(shape, dtype=dtype).reshape(-1, shape[-1])
+            return
         moved_shape = shape[:axis] + shape[axis + 1:] + (shape[axis],)
         classes = moved_shape[-1]
         if out is not None:
@@ -217,7 +230,9 @@ class RowsOut:
     def result(self) -> np.ndarray:
         if self._direct:
             return self._out
-        res = np.moveaxis(self.rows.reshape(self._moved_shape), -1, self._axis)
+        res = self.rows.reshape(self._moved_shape)
+        if self._axis != res.ndim - 1:
+            res = np.moveaxis(res, -1, self._axis)
         if self._out is None:
             return res
         np.copyto(self._out, res)

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import row_kernel
-from ._math import FASTMATH, row_count_posinf, row_exp_sum, row_has_nan, row_max
+from ._math import FASTMATH, exp_shifted, row_count_posinf, row_exp_sum, row_has_nan, row_max
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -70,19 +70,104 @@ def logsumexp_row(x):
     return np.float64(m) + np.log(total)
 
 
+# Rows shorter than SHORT_ROW are processed a chunk of rows at a time: the exps of the whole chunk
+# run as one long vectorized loop over a scratch buffer of CHUNK entries, instead of a short loop
+# per row that runs mostly in the scalar remainder. On the 2-core development machine this made
+# 64x10 float32 softmax 2.7x faster; per-row loops win again from about 64 columns.
+SHORT_ROW = 64
+CHUNK = 1024
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def short_rows_exp(x, r0, r1, scale, e, m):
+    """For rows r0..r1 of x: m[i - r0] = row max, e (flat) = exp((x - row max) * scale)."""
+    C = x.shape[1]
+    for i in range(r0, r1):
+        mi = row_max(x[i])
+        m[i - r0] = mi
+        for j in range((i - r0) * C, (i - r0 + 1) * C):
+            e[j] = mi
+    xf = x.reshape(-1)
+    off = r0 * C
+    for k in range((r1 - r0) * C):
+        e[k] = exp_shifted(xf[off + k], e[k], scale)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def short_row_total(e, m, i):
+    """(finite row, sum of the row's exps) for chunk row i; not finite -> the general row path."""
+    C = e.shape[0] // m.shape[0]
+    total = 0.0
+    for j in range(i * C, (i + 1) * C):
+        total += e[j]
+    ok = m[i] != np.inf and m[i] != -np.inf and total == total
+    return ok, total
+
+
 def _softmax(x, scale, out):
-    for i in prange(x.shape[0]):
-        softmax_row(x[i], scale, out[i])
+    n, C = x.shape
+    if C >= SHORT_ROW:
+        for i in prange(n):
+            softmax_row(x[i], scale, out[i])
+        return
+    R = max(1, CHUNK // C)
+    for c in prange((n + R - 1) // R):
+        r0 = c * R
+        r1 = min(n, r0 + R)
+        e = np.empty((r1 - r0) * C, dtype=x.dtype)
+        m = np.empty(r1 - r0, dtype=x.dtype)
+        short_rows_exp(x, r0, r1, scale, e, m)
+        for i in range(r0, r1):
+            ok, total = short_row_total(e, m, i - r0)
+            if ok:
+                inv = x.dtype.type(1.0 / total)
+                for j in range(C):
+                    out[i, j] = e[(i - r0) * C + j] * inv
+            else:
+                softmax_row(x[i], scale, out[i])
 
 
 def _log_softmax(x, scale, out):
-    for i in prange(x.shape[0]):
-        log_softmax_row(x[i], scale, out[i])
+    n, C = x.shape
+    if C >= SHORT_ROW:
+        for i in prange(n):
+            log_softmax_row(x[i], scale, out[i])
+        return
+    R = max(1, CHUNK // C)
+    for c in prange((n + R - 1) // R):
+        r0 = c * R
+        r1 = min(n, r0 + R)
+        e = np.empty((r1 - r0) * C, dtype=x.dtype)
+        m = np.empty(r1 - r0, dtype=x.dtype)
+        short_rows_exp(x, r0, r1, scale, e, m)
+        for i in range(r0, r1):
+            ok, total = short_row_total(e, m, i - r0)
+            if ok:
+                lse = x.dtype.type(np.log(total))
+                mi = m[i - r0]
+                for j in range(C):
+                    out[i, j] = (x[i, j] - mi) * scale - lse
+            else:
+                log_softmax_row(x[i], scale, out[i])
 
 
 def _logsumexp(x, out):
-    for i in prange(x.shape[0]):
-        out[i] = logsumexp_row(x[i])
+    n, C = x.shape
+    if C >= SHORT_ROW:
+        for i in prange(n):
+            out[i] = logsumexp_row(x[i])
+        return
+    R = max(1, CHUNK // C)
+    one = x.dtype.type(1.0)
+    for c in prange((n + R - 1) // R):
+        r0 = c * R
+        r1 = min(n, r0 + R)
+        e = np.empty((r1 - r0) * C, dtype=x.dtype)
+        m = np.empty(r1 - r0, dtype=x.dtype)
+        short_rows_exp(x, r0, r1, one, e, m)
+        for i in range(r0, r1):
+            ok, total = short_row_total(e, m, i - r0)
+            out[i] = np.float64(m[i - r0]) + np.log(total) if ok else logsumexp_row(x[i])
 
 
 softmax_rows = row_kernel(_softmax)
