@@ -174,6 +174,20 @@ def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
     )
 
 
+def check_masked_index_target(t: np.ndarray, mask: np.ndarray, ignore_index: int,
+                              batch: tuple[int, ...]) -> np.ndarray:
+    """Rows masked entirely become ignored rows; a target on a left-out class is an error."""
+    rows = np.arange(t.shape[0])
+    live = mask.any(axis=1)
+    checked = (t != ignore_index) & live
+    on_masked = checked & ~mask[rows, np.where(checked, t, 0)]
+    if np.any(on_masked):
+        i = int(np.argmax(on_masked))
+        where = tuple(int(k) for k in np.unravel_index(i, batch)) if batch else ()
+        raise ValueError(f"target value {t[i]} at index {where} is a class that `where` leaves out")
+    return np.where(live, t, ignore_index)
+
+
 def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) -> np.ndarray:
     """grad_output as a float64 array of one entry per row (a scalar is repeated)."""
     g = np.asarray(grad_output)
@@ -186,6 +200,20 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
         return np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
     expected = f"a scalar or an array of shape {batch}" if reduction == "none" else "a scalar"
     raise ValueError(f"grad_output has shape {g.shape}; with reduction={reduction!r} it must be {expected}")
+
+
+def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
+    """A boolean mask broadcast to ``shape``, as C-contiguous (rows, classes) like the data."""
+    if where is None:
+        return None
+    mask = np.asarray(where)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {mask.dtype}")
+    try:
+        mask = np.broadcast_to(mask, shape)
+    except ValueError:
+        raise ValueError(f"where has shape {mask.shape}, which does not broadcast to {shape}") from None
+    return to_rows(mask, axis)
 
 
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from ._runtime import launch
 
 def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_index: int,
          reduction: str, label_smoothing: float, temperature: float, grad_output: Any,
-         want_grad: bool, out: np.ndarray | None):
+         want_grad: bool, out: np.ndarray | None, where: ArrayLike | None):
     """Validate, run the fused kernel once; return (loss, gradient or None)."""
     z = v.as_float_array(logits, "logits")
     if z.ndim == 0:
@@ -42,6 +42,9 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
     gout = v.check_grad_output(grad_output, reduction, batch)
     if want_grad:
         v.check_out(out, z.shape, z.dtype)
+    mask = v.check_where(where, z.shape, z.ndim - 1)
+    if mask is not None and is_index:
+        t = v.check_masked_index_target(t, mask, ignore_index, z.shape[:-1])
     rows = v.to_rows(z, z.ndim - 1)
     n = rows.shape[0]
     dest = v.RowsOut(out, z.shape, z.dtype, z.ndim - 1, (rows,)) if want_grad else None
@@ -50,10 +53,10 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
     mean = reduction == "mean"
     if is_index:
         total = launch(index_target_rows, rows.size, rows, t, w, ignore_index, eps, scale, gout,
-                       mean, losses, grad_rows)
+                       mean, losses, grad_rows, mask)
     else:
         total = launch(prob_target_rows, rows.size, rows, t, w, eps, scale, gout, mean, losses,
-                       grad_rows)
+                       grad_rows, mask)
     if reduction == "none":
         loss = losses.astype(z.dtype).reshape(batch)
     else:
@@ -63,7 +66,7 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                   ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                  temperature: float = 1.0) -> np.floating | np.ndarray:
+                  temperature: float = 1.0, where: ArrayLike | None = None) -> np.floating | np.ndarray:
     """Softmax cross-entropy of ``logits / temperature`` against ``target`` (PyTorch semantics).
 
     Parameters
@@ -83,19 +86,26 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
         eps in [0, 1]: the target mixes with the uniform distribution, ``(1 - eps) t + eps / C``.
     temperature : float
         T > 0.
+    where : array_like of bool, optional
+        Broadcastable to ``logits``: classes where it is False are left out of a row's softmax
+        (probability 0, zero gradient); label smoothing spreads eps over the kept classes only.
+        A class-index target must be a kept class; a probability target's mass on left-out
+        classes is dropped. A row masked entirely has loss 0 and gradient 0 (for index targets
+        it also leaves the "mean" denominator, like an ignored row).
 
     Returns
     -------
     scalar of the logits' dtype, or an array of shape ``batch`` for reduction="none".
     """
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                1.0, False, None)[0]
+                1.0, False, None, where)[0]
 
 
 def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                            ignore_index: int = -100, reduction: str = "mean",
                            label_smoothing: float = 0.0, temperature: float = 1.0,
-                           grad_output: ArrayLike = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+                           grad_output: ArrayLike = 1.0, out: np.ndarray | None = None,
+                           where: ArrayLike | None = None) -> np.ndarray:
     """Gradient of :func:`cross_entropy` with respect to ``logits``, times ``grad_output``.
 
     ``grad = grad_output * (softmax(logits / T) * sum(q) - q) / T / denominator`` per row (see the
@@ -103,7 +113,7 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: Arra
 
     Parameters
     ----------
-    logits, target, weight, ignore_index, reduction, label_smoothing, temperature
+    logits, target, weight, ignore_index, reduction, label_smoothing, temperature, where
         As in :func:`cross_entropy`.
     grad_output : float or array_like
         Upstream gradient: a scalar for "mean"/"sum"; a scalar or an array of shape ``batch``
@@ -112,17 +122,18 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: Arra
         Writable array of the logits' shape and dtype; may be ``logits`` itself.
     """
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                grad_output, True, out)[1]
+                grad_output, True, out, where)[1]
 
 
 def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                             ignore_index: int = -100, reduction: str = "mean",
                             label_smoothing: float = 0.0, temperature: float = 1.0,
-                            out: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+                            out: np.ndarray | None = None,
+                            where: ArrayLike | None = None) -> tuple[Any, np.ndarray]:
     """Loss and its gradient in one fused pass over each row: ``(cross_entropy(...), d loss/d logits)``.
 
     Arguments as in :func:`cross_entropy`; ``out=logits`` writes the gradient over the logits
     (no extra memory beyond O(rows)).
     """
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                1.0, True, out)
+                1.0, True, out, where)

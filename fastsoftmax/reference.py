@@ -24,13 +24,18 @@ def _finish(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def _prepare(x: ArrayLike, axis: int, temperature: float, out):
+def _prepare(x: ArrayLike, axis: int, temperature: float, out, where):
+    """x / T with entries left out by ``where`` set to -inf (they then get probability 0)."""
     x = v.as_float_array(x, "x")
     axis = v.normalize_axis(axis, x.ndim)
     v.check_classes(x.shape, axis)
     inv_t = v.inverse_temperature(temperature)
     v.check_out(out, x.shape, x.dtype)
-    return x * x.dtype.type(inv_t), axis
+    u = x * x.dtype.type(inv_t)
+    if where is not None:
+        v.check_where(where, x.shape, axis)
+        u = np.where(where, u, x.dtype.type(-np.inf))
+    return u, axis
 
 
 def _safe_softmax(u: np.ndarray, axis: int) -> np.ndarray:
@@ -46,15 +51,17 @@ def _safe_softmax(u: np.ndarray, axis: int) -> np.ndarray:
     return p
 
 
-def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None) -> np.ndarray:
-    """Reference: ``exp(u - max(u)) / sum(exp(u - max(u)))``, u = x / T."""
-    u, axis = _prepare(x, axis, temperature, out)
+def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
+            where=None) -> np.ndarray:
+    """Reference: ``exp(u - max(u)) / sum(exp(u - max(u)))``, u = x / T (-inf where masked)."""
+    u, axis = _prepare(x, axis, temperature, out, where)
     return _finish(_safe_softmax(u, axis), out)
 
 
-def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None) -> np.ndarray:
-    """Reference: ``log(softmax(x / T))`` with the limits for inf rows."""
-    u, axis = _prepare(x, axis, temperature, out)
+def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
+                where=None) -> np.ndarray:
+    """Reference: ``log(softmax(x / T))`` with the limits for inf rows (-inf where masked)."""
+    u, axis = _prepare(x, axis, temperature, out, where)
     with np.errstate(divide="ignore", invalid="ignore"):
         m = np.max(u, axis=axis, keepdims=True)
         finite = np.isfinite(m)
@@ -130,7 +137,8 @@ def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, 
     return _finish(np.moveaxis(res, -1, axis), out)
 
 
-def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output):
+def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
+              grad_output, where):
     """Per-row weights q of the -log p terms, the mean denominator, log p, p and the upstream grads."""
     z = v.as_float_array(logits, "logits")
     if z.ndim == 0:
@@ -145,22 +153,30 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
     gout = v.check_grad_output(grad_output, reduction, z.shape[:-1])
     u = z.reshape(-1, classes).astype(np.float64) * inv_t
     n = u.shape[0]
+    kept = np.ones((n, classes), dtype=bool)
+    if where is not None:
+        kept = v.check_where(where, z.shape, z.ndim - 1)
+        u = np.where(kept, u, -np.inf)
+        if is_index:
+            t = v.check_masked_index_target(t, kept, ignore_index, z.shape[:-1])
+    n_kept = np.maximum(kept.sum(axis=1, keepdims=True), 1)  # smoothing over the kept classes
     if is_index:
         keep = t != ignore_index
         onehot = np.zeros((n, classes))
         onehot[np.arange(n)[keep], t[keep]] = 1.0
-        q = (1 - eps) * onehot * w + keep[:, None] * (eps / classes) * w
+        q = (1 - eps) * onehot * w + keep[:, None] * kept * (eps / n_kept) * w
         denom = np.sum(w[t[keep]])
     else:
-        q = w * ((1 - eps) * t.astype(np.float64) + eps / classes)
+        q = kept * w * ((1 - eps) * t.astype(np.float64) + eps / n_kept)
         denom = float(n)
     return z, u, q, denom, gout, inv_t, reduction
 
 
 def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                  grad_output):
+                  grad_output, where):
     z, u, q, denom, gout, inv_t, reduction = _ce_terms(
-        logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output)
+        logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output,
+        where)
     p = _safe_softmax(u, -1)
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log(p)
@@ -179,28 +195,30 @@ def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothi
 
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0):
+                  reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
+                  where=None):
     """Reference: ``sum_c -q_c log_softmax(z / T)_c`` per row, reduced like PyTorch."""
     return _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                         temperature, 1.0)[0]
+                         temperature, 1.0, where)[0]
 
 
 def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
                            ignore_index: int = -100, reduction: str = "mean",
                            label_smoothing: float = 0.0, temperature: float = 1.0,
-                           grad_output: Any = 1.0, out=None) -> np.ndarray:
+                           grad_output: Any = 1.0, out=None, where=None) -> np.ndarray:
     """Reference: ``(softmax(z / T) * sum(q) - q) * grad_output / T / denominator``."""
     _, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                               temperature, grad_output)
+                               temperature, grad_output, where)
     v.check_out(out, z.shape, z.dtype)
     return _finish(grad, out)
 
 
 def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
                             ignore_index: int = -100, reduction: str = "mean",
-                            label_smoothing: float = 0.0, temperature: float = 1.0, out=None):
+                            label_smoothing: float = 0.0, temperature: float = 1.0, out=None,
+                            where=None):
     """Reference: ``(cross_entropy(...), cross_entropy_backward(...))``."""
     loss, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                                  temperature, 1.0)
+                                  temperature, 1.0, where)
     v.check_out(out, z.shape, z.dtype)
     return loss, _finish(grad, out)

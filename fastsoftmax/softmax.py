@@ -10,20 +10,22 @@ from ._kernels.softmax import log_softmax_rows, logsumexp_rows, softmax_rows
 from ._runtime import launch
 
 
-def _rowwise(kernel, x: ArrayLike, axis: int, temperature: float, out: np.ndarray | None) -> np.ndarray:
+def _rowwise(kernel, x: ArrayLike, axis: int, temperature: float, out: np.ndarray | None,
+             where: ArrayLike | None) -> np.ndarray:
     x = v.as_float_array(x, "x")
     axis = v.normalize_axis(axis, x.ndim)
     v.check_classes(x.shape, axis)
     scale = x.dtype.type(v.inverse_temperature(temperature))
     v.check_out(out, x.shape, x.dtype)
+    mask = v.check_where(where, x.shape, axis)
     rows = v.to_rows(x, axis)
     dest = v.RowsOut(out, x.shape, x.dtype, axis, (rows,))
-    launch(kernel, rows.size, rows, scale, dest.rows)
+    launch(kernel, rows.size, rows, scale, dest.rows, mask)
     return dest.result()
 
 
 def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
-            out: np.ndarray | None = None) -> np.ndarray:
+            out: np.ndarray | None = None, where: ArrayLike | None = None) -> np.ndarray:
     """Softmax along ``axis``: ``p_i = exp(x_i / T - m) / sum_j exp(x_j / T - m)``, m = max(x / T).
 
     Parameters
@@ -36,6 +38,10 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
         T > 0; the softmax of ``x / T``.
     out : ndarray, optional
         Writable array of the result's shape and dtype; may be ``x`` itself.
+    where : array_like of bool, optional
+        Broadcastable to ``x``: entries where it is False are left out of the softmax (JAX
+        semantics): they get probability 0 and take no part in the max and the sum; a row
+        masked entirely gives all 0.
 
     Returns
     -------
@@ -43,17 +49,18 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
         Probabilities along ``axis``. A row holding NaN gives NaN; +inf entries share the
         probability equally; -inf entries get exactly 0; an all -inf row gives all 0.
     """
-    return _rowwise(softmax_rows, x, axis, temperature, out)
+    return _rowwise(softmax_rows, x, axis, temperature, out, where)
 
 
 def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
-                out: np.ndarray | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, where: ArrayLike | None = None) -> np.ndarray:
     """Log of the softmax along ``axis``: ``x_i / T - logsumexp(x / T)``, computed stably.
 
     Parameters and special values as in :func:`softmax`; -inf entries give -inf, an all -inf
     row gives all -inf, a row with k entries at +inf gives ``-log(k)`` there and -inf elsewhere.
+    Entries left out by ``where`` give -inf (a row masked entirely: all -inf).
     """
-    return _rowwise(log_softmax_rows, x, axis, temperature, out)
+    return _rowwise(log_softmax_rows, x, axis, temperature, out, where)
 
 
 def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,

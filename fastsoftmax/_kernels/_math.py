@@ -313,15 +313,19 @@ def _key_to_float(typingctx, key):
 
 
 @njit(error_model="numpy", cache=True)
-def row_max(x):
-    """Largest entry of a 1-D row, vectorized through integer keys.
+def row_max(x, mask):
+    """Largest entry of a 1-D row among entries where ``mask`` is True (all when mask is None),
+    vectorized through integer keys; -inf for an empty or fully masked row.
 
     A NaN with the sign bit clear makes the result NaN; one with the sign bit set is skipped (the
-    callers detect NaN through the row sum, which any NaN poisons). Empty row: -inf key minimum.
+    callers detect NaN through the row sum, which any NaN poisons).
     """
-    m = _order_key(x.dtype.type(-np.inf))
+    lowest = _order_key(x.dtype.type(-np.inf))
+    m = lowest
     for j in range(x.shape[0]):
         k = _order_key(x[j])
+        if mask is not None:
+            k = k if mask[j] else lowest
         m = k if k > m else m
     return _key_to_float(m)
 
@@ -341,56 +345,80 @@ def row_sum(x):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def row_exp_sum(x, shift, scale, out, store):
+def row_exp_sum(x, shift, scale, out, store, mask):
     """Return sum_j exp((x_j - shift) * scale) (float64); write the terms to ``out`` if ``store``.
 
+    Entries where ``mask`` is False count as 0 (and are stored as 0); mask None keeps all.
     ``out`` may be ``x`` itself (each entry is read before it is written).
     """
     n = x.shape[0]
+    zero = x.dtype.type(0.0)
     total = 0.0
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
-        acc = x.dtype.type(0.0)
+        acc = zero
         if store:
             for j in range(start, stop):
                 e = exp_shifted(x[j], shift, scale)
+                if mask is not None:
+                    e = e if mask[j] else zero
                 out[j] = e
                 acc += e
         else:
             for j in range(start, stop):
-                acc += exp_shifted(x[j], shift, scale)
+                e = exp_shifted(x[j], shift, scale)
+                if mask is not None:
+                    e = e if mask[j] else zero
+                acc += e
         total += np.float64(acc)
     return total
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def row_dot(x, y):
-    """sum_j x_j * y_j: within a block in the row's dtype, across blocks in float64."""
+def row_dot(x, y, mask):
+    """sum_j x_j * y_j over entries where ``mask`` is True (all when None): within a block in the
+    row's dtype, across blocks in float64."""
     n = x.shape[0]
+    zero = x.dtype.type(0.0)
     total = 0.0
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
-        acc = x.dtype.type(0.0)
+        acc = zero
         for j in range(start, stop):
-            acc += x[j] * y[j]
+            t = x[j] * y[j]
+            if mask is not None:
+                t = t if mask[j] else zero
+            acc += t
         total += np.float64(acc)
     return total
 
 
 @njit(error_model="numpy", cache=True)
-def row_has_nan(x):
-    """True if the 1-D row holds a NaN (for the rare special-row paths)."""
+def row_has_nan(x, mask):
+    """True if the 1-D row holds a NaN where ``mask`` is True (for the rare special-row paths)."""
     for j in range(x.shape[0]):
-        if x[j] != x[j]:
+        if x[j] != x[j] and (mask is None or mask[j]):
             return True
     return False
 
 
 @njit(error_model="numpy", cache=True)
-def row_count_posinf(x):
-    """Number of +inf entries in the 1-D row."""
+def row_count_posinf(x, mask):
+    """Number of +inf entries in the 1-D row where ``mask`` is True."""
     count = 0
     for j in range(x.shape[0]):
-        if x[j] == np.inf:
+        if x[j] == np.inf and (mask is None or mask[j]):
+            count += 1
+    return count
+
+
+@njit(error_model="numpy", cache=True)
+def row_count(mask, n):
+    """Number of True entries of a row mask (n when mask is None)."""
+    if mask is None:
+        return n
+    count = 0
+    for j in range(mask.shape[0]):
+        if mask[j]:
             count += 1
     return count

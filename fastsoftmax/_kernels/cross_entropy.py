@@ -10,7 +10,9 @@ weights w, smoothing eps over C classes:
   (terms with q_c == 0 count as 0 even where u_c = -inf)
 
 dloss/dz = s * coef * dloss/du, where coef is grad_output (per row for reduction "none") divided
-by the "mean" denominator. Everything that reads z is read before the gradient pass, so the
+by the "mean" denominator. An optional boolean ``mask`` (rows, classes) leaves classes out of a
+row: p = 0 there, smoothing spreads eps over the kept classes only, the gradient there is 0.
+Everything that reads z is read before the gradient pass, so the
 gradient may overwrite z in place. The kernels return the reduced loss (sum, or sum / denominator
 for "mean"); per-row losses land in ``loss`` (float64).
 """
@@ -21,32 +23,60 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import row_kernel
-from ._math import FASTMATH, row_count_posinf, row_dot, row_exp_sum, row_has_nan, row_max, row_sum
+from ._math import (
+    FASTMATH,
+    row_count,
+    row_count_posinf,
+    row_dot,
+    row_exp_sum,
+    row_has_nan,
+    row_max,
+    row_sum,
+)
 
 
 @njit(error_model="numpy", cache=True)
-def _limit_probs(z, j, k):
+def _limit_probs(z, j, k, mask):
     """(p_j, -log p_j) in the limit, for a NaN-free row with k >= 0 entries at +inf and no finite
     maximum: p is 1/k on the +inf entries, 0 elsewhere (all 0 when k == 0: "safe" softmax)."""
-    if k == 0 or z[j] != np.inf:
+    if k == 0 or z[j] != np.inf or (mask is not None and not mask[j]):
         return 0.0, np.inf
     return 1.0 / k, np.log(k)
 
 
+@njit(error_model="numpy", cache=True)
+def _kept_weight(weight, wsum, mask):
+    """(sum of the weights, number of classes) over the classes the row mask keeps."""
+    if mask is None:
+        return wsum, weight.shape[0]
+    total = 0.0
+    count = 0
+    for c in range(weight.shape[0]):
+        if mask[c]:
+            total += weight[c]
+            count += 1
+    return total, count
+
+
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad):
-    """Loss of one row with class index y; writes the gradient into ``grad`` if asked."""
+def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
+    """Loss of one row with class index y; writes the gradient into ``grad`` if asked.
+
+    Classes where ``mask`` is False (mask None keeps all) take no part: p = 0, no smoothing
+    mass, zero gradient. ``y`` must be a kept class.
+    """
     T = z.dtype.type
     C = z.shape[0]
+    wsum, kept = _kept_weight(weight, wsum, mask)
     a = (1.0 - eps) * weight[y]
-    b = eps / C
+    b = eps / kept
     A = a + b * wsum
-    m = row_max(z)
+    m = row_max(z, mask)
     if m == m and m != np.inf and m != -np.inf:
         # everything that reads z comes before the exp pass, which may overwrite z
         zy = np.float64(z[y])
-        wz = row_dot(weight, z) if b != 0.0 else 0.0
-        total = row_exp_sum(z, m, s, grad, want_grad)
+        wz = row_dot(weight, z, mask) if b != 0.0 else 0.0
+        total = row_exp_sum(z, m, s, grad, want_grad, mask)
         if total == total:
             lse = np.log(total)
             mf = np.float64(m)
@@ -55,33 +85,38 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad):
                 c1 = T(coef * s * A / total)
                 if b != 0.0:
                     c2 = T(coef * s * b)
+                    zero = T(0.0)
                     for j in range(C):
-                        grad[j] = c1 * grad[j] - c2 * weight[j]
+                        g = c1 * grad[j] - c2 * weight[j]
+                        if mask is not None:
+                            g = g if mask[j] else zero
+                        grad[j] = g
                 else:
                     for j in range(C):
                         grad[j] *= c1
                 grad[y] -= T(coef * s * a)
             return loss
-    if row_has_nan(z):
+    if row_has_nan(z, mask):
         if want_grad:
             grad[:] = np.nan
         return np.nan
     # a row with +inf or only -inf logits: the limits of p and -log p, term by term
-    k = row_count_posinf(z)
-    loss = a * _limit_probs(z, y, k)[1]
+    k = row_count_posinf(z, mask)
+    loss = a * _limit_probs(z, y, k, mask)[1]
     if b != 0.0:
         for c in range(C):
-            if weight[c] != 0.0:
-                loss += b * weight[c] * _limit_probs(z, c, k)[1]
+            if weight[c] != 0.0 and (mask is None or mask[c]):
+                loss += b * weight[c] * _limit_probs(z, c, k, mask)[1]
     if want_grad:
         for j in range(C):
-            p = _limit_probs(z, j, k)[0]
-            grad[j] = T(coef * s * (A * p - b * weight[j]))
+            kept_j = mask is None or mask[j]
+            p = _limit_probs(z, j, k, mask)[0]
+            grad[j] = T(coef * s * (A * p - b * weight[j])) if kept_j else T(0.0)
         grad[y] -= T(coef * s * a)
     return loss
 
 
-def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad):
+def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, mask):
     n = z.shape[0]
     want_grad = grad.shape[0] == n
     wsum = row_sum(weight)
@@ -101,7 +136,10 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad):
             continue
         coef = gout[i] * inv_denom
         g = grad[i] if want_grad else z[i]
-        loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad)
+        if mask is None:
+            loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
+        else:
+            loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, mask[i])
     total = 0.0
     for i in range(n):
         total += loss[i]
@@ -109,13 +147,22 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _prob_row(z, t, weight, eps, s, coef, grad, want_grad):
-    """Loss of one row with probability target t; writes the gradient into ``grad`` if asked."""
+def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
+    """Loss of one row with probability target t; writes the gradient into ``grad`` if asked.
+
+    Classes where ``mask`` is False take no part (their target mass is dropped); a fully masked
+    row has loss 0 and gradient 0.
+    """
     T = z.dtype.type
     C = z.shape[0]
+    kept = row_count(mask, C)
+    if kept == 0:
+        if want_grad:
+            grad[:] = 0.0
+        return 0.0
     keep = 1.0 - eps
-    add = eps / C
-    m = row_max(z)
+    add = eps / kept
+    m = row_max(z, mask)
     mf = np.float64(m)
     finite_max = not (m == np.inf or m == -np.inf or m != m)
     # A = sum(q) and B = sum(q_c (m - z_c)), terms with q_c == 0 skipped; read before the exp pass
@@ -123,43 +170,54 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad):
     B = 0.0
     for c in range(C):
         q = weight[c] * (keep * t[c] + add)
+        if mask is not None:
+            q = q if mask[c] else 0.0
         A += q
         if finite_max:
             B += q * (mf - z[c]) if q != 0.0 else 0.0
     if finite_max:
-        total = row_exp_sum(z, m, s, grad, want_grad)
+        total = row_exp_sum(z, m, s, grad, want_grad, mask)
         if total == total:
             loss = A * np.log(total) + s * B
             if want_grad:
                 c1 = T(coef * s * A / total)
                 c2 = coef * s
+                zero = T(0.0)
                 for j in range(C):
-                    grad[j] = c1 * grad[j] - T(c2 * weight[j] * (keep * t[j] + add))
+                    g = c1 * grad[j] - T(c2 * weight[j] * (keep * t[j] + add))
+                    if mask is not None:
+                        g = g if mask[j] else zero
+                    grad[j] = g
             return loss
-    if row_has_nan(z):
+    if row_has_nan(z, mask):
         if want_grad:
             grad[:] = np.nan
         return np.nan
-    k = row_count_posinf(z)
+    k = row_count_posinf(z, mask)
     loss = 0.0
     for c in range(C):
         q = weight[c] * (keep * t[c] + add)
-        if q != 0.0:
-            loss += q * _limit_probs(z, c, k)[1]
+        if q != 0.0 and (mask is None or mask[c]):
+            loss += q * _limit_probs(z, c, k, mask)[1]
     if want_grad:
         for j in range(C):
             q = weight[j] * (keep * t[j] + add)
-            grad[j] = T(coef * s * (A * _limit_probs(z, j, k)[0] - q))
+            kept_j = mask is None or mask[j]
+            grad[j] = T(coef * s * (A * _limit_probs(z, j, k, mask)[0] - q)) if kept_j else T(0.0)
     return loss
 
 
-def _prob(z, target, weight, eps, s, gout, mean, loss, grad):
+def _prob(z, target, weight, eps, s, gout, mean, loss, grad, mask):
     n = z.shape[0]
     want_grad = grad.shape[0] == n
     inv_denom = (1.0 / n if n else np.nan) if mean else 1.0
     for i in prange(n):
         g = grad[i] if want_grad else z[i]
-        loss[i] = _prob_row(z[i], target[i], weight, eps, s, gout[i] * inv_denom, g, want_grad)
+        coef = gout[i] * inv_denom
+        if mask is None:
+            loss[i] = _prob_row(z[i], target[i], weight, eps, s, coef, g, want_grad, None)
+        else:
+            loss[i] = _prob_row(z[i], target[i], weight, eps, s, coef, g, want_grad, mask[i])
     total = 0.0
     for i in range(n):
         total += loss[i]

@@ -15,7 +15,7 @@ from ._math import row_dot, row_sum, vexp
 def _jvp(p, v, scale, out):
     for i in prange(p.shape[0]):
         T = p.dtype.type
-        dot = T(row_dot(p[i], v[i]))
+        dot = T(row_dot(p[i], v[i], None))
         for j in range(p.shape[1]):
             out[i, j] = p[i, j] * (v[i, j] - dot) * scale
 

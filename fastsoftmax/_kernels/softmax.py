@@ -3,7 +3,8 @@
 Each row: one pass for the maximum, one pass for sum(exp((x - max) * scale)) (softmax stores the
 terms as it goes), one pass to normalize; the row is re-read while still in cache.
 Special rows: any NaN gives NaN; +inf entries share the probability equally; an all -inf row gives
-softmax 0, log_softmax -inf, logsumexp -inf.
+softmax 0, log_softmax -inf, logsumexp -inf. An optional boolean ``mask`` (rows, classes) leaves
+entries out: they get probability 0 / log-probability -inf and take no part in max and sum.
 """
 
 from __future__ import annotations
@@ -16,21 +17,22 @@ from ._math import FASTMATH, exp_shifted, row_count_posinf, row_exp_sum, row_has
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def softmax_row(x, scale, out):
-    """out = softmax(x * scale) for one row; ``out`` may be ``x``."""
+def softmax_row(x, scale, out, mask):
+    """out = softmax(x * scale) for one row over the entries where ``mask`` is True (all when
+    None; the others get 0); ``out`` may be ``x``."""
     T = x.dtype.type
-    m = row_max(x)
+    m = row_max(x, mask)
     if m == np.inf or m == -np.inf:
-        if row_has_nan(x):
+        if row_has_nan(x, mask):
             out[:] = np.nan
         elif m == -np.inf:
             out[:] = 0.0
         else:
-            share = T(1.0 / row_count_posinf(x))
+            share = T(1.0 / row_count_posinf(x, mask))
             for j in range(x.shape[0]):
-                out[j] = share if x[j] == np.inf else T(0.0)
+                out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(0.0)
         return
-    total = row_exp_sum(x, m, scale, out, True)
+    total = row_exp_sum(x, m, scale, out, True, mask)
     if total != total:
         out[:] = np.nan
         return
@@ -40,33 +42,37 @@ def softmax_row(x, scale, out):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def log_softmax_row(x, scale, out):
-    """out = log_softmax(x * scale) for one row; ``out`` may be ``x``."""
+def log_softmax_row(x, scale, out, mask):
+    """out = log_softmax(x * scale) for one row over the entries where ``mask`` is True (the
+    others get -inf); ``out`` may be ``x``."""
     T = x.dtype.type
-    m = row_max(x)
+    m = row_max(x, mask)
     if m == np.inf or m == -np.inf:
-        if row_has_nan(x):
+        if row_has_nan(x, mask):
             out[:] = np.nan
         elif m == -np.inf:
             out[:] = -np.inf
         else:
-            share = T(-np.log(row_count_posinf(x)))
+            share = T(-np.log(row_count_posinf(x, mask)))
             for j in range(x.shape[0]):
-                out[j] = share if x[j] == np.inf else T(-np.inf)
+                out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(-np.inf)
         return
-    total = row_exp_sum(x, m, scale, out, False)
+    total = row_exp_sum(x, m, scale, out, False, mask)
     lse = T(np.log(total))
     for j in range(x.shape[0]):
-        out[j] = (x[j] - m) * scale - lse
+        v = (x[j] - m) * scale - lse
+        if mask is not None:
+            v = v if mask[j] else T(-np.inf)
+        out[j] = v
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def logsumexp_row(x):
     """log(sum(exp(x))) of one row, as float64 (NaN if the row holds NaN)."""
-    m = row_max(x)
+    m = row_max(x, None)
     if m == np.inf or m == -np.inf:
-        return np.nan if row_has_nan(x) else np.float64(m)
-    total = row_exp_sum(x, m, x.dtype.type(1.0), x, False)
+        return np.nan if row_has_nan(x, None) else np.float64(m)
+    total = row_exp_sum(x, m, x.dtype.type(1.0), x, False, None)
     return np.float64(m) + np.log(total)
 
 
@@ -83,7 +89,7 @@ def short_rows_exp(x, r0, r1, scale, e, m):
     """For rows r0..r1 of x: m[i - r0] = row max, e (flat) = exp((x - row max) * scale)."""
     C = x.shape[1]
     for i in range(r0, r1):
-        mi = row_max(x[i])
+        mi = row_max(x[i], None)
         m[i - r0] = mi
         for j in range((i - r0) * C, (i - r0 + 1) * C):
             e[j] = mi
@@ -104,11 +110,15 @@ def short_row_total(e, m, i):
     return ok, total
 
 
-def _softmax(x, scale, out):
+def _softmax(x, scale, out, mask):
     n, C = x.shape
+    if mask is not None:
+        for i in prange(n):
+            softmax_row(x[i], scale, out[i], mask[i])
+        return
     if C >= SHORT_ROW:
         for i in prange(n):
-            softmax_row(x[i], scale, out[i])
+            softmax_row(x[i], scale, out[i], None)
         return
     R = max(1, CHUNK // C)
     for c in prange((n + R - 1) // R):
@@ -124,14 +134,18 @@ def _softmax(x, scale, out):
                 for j in range(C):
                     out[i, j] = e[(i - r0) * C + j] * inv
             else:
-                softmax_row(x[i], scale, out[i])
+                softmax_row(x[i], scale, out[i], None)
 
 
-def _log_softmax(x, scale, out):
+def _log_softmax(x, scale, out, mask):
     n, C = x.shape
+    if mask is not None:
+        for i in prange(n):
+            log_softmax_row(x[i], scale, out[i], mask[i])
+        return
     if C >= SHORT_ROW:
         for i in prange(n):
-            log_softmax_row(x[i], scale, out[i])
+            log_softmax_row(x[i], scale, out[i], None)
         return
     R = max(1, CHUNK // C)
     for c in prange((n + R - 1) // R):
@@ -148,7 +162,7 @@ def _log_softmax(x, scale, out):
                 for j in range(C):
                     out[i, j] = (x[i, j] - mi) * scale - lse
             else:
-                log_softmax_row(x[i], scale, out[i])
+                log_softmax_row(x[i], scale, out[i], None)
 
 
 def _logsumexp(x, out):
