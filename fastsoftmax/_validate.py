@@ -78,7 +78,18 @@ def inverse_temperature(temperature: Any) -> float:
     t = float(temperature)
     if not (math.isfinite(t) and t > 0.0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    if not math.isfinite(1.0 / t):
+        raise ValueError(f"temperature {temperature!r} is too small: 1/temperature overflows")
     return 1.0 / t
+
+
+def scale_for(temperature: Any, dtype: np.dtype):
+    """1 / temperature as a scalar of ``dtype``, finite there (float32 overflows sooner)."""
+    inv = inverse_temperature(temperature)
+    scale = dtype.type(inv)
+    if not np.isfinite(scale):
+        raise ValueError(f"temperature {temperature!r} is too small for {dtype}: 1/temperature overflows")
+    return scale
 
 
 def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> None:
@@ -118,7 +129,10 @@ def check_label_smoothing(label_smoothing: Any) -> float:
 def check_ignore_index(ignore_index: Any) -> int:
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (numbers.Integral, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    return int(ignore_index)
+    value = int(ignore_index)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index!r}")
+    return value
 
 
 def check_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray:
@@ -132,7 +146,10 @@ def check_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray:
         raise ValueError("weight holds NaN or inf; class weights must be finite")
     if np.any(w < 0):
         raise ValueError(f"weight holds a negative value ({w.min()}); class weights must be >= 0")
-    return np.ascontiguousarray(w, dtype=dtype)
+    w = np.ascontiguousarray(w, dtype=dtype)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"weight holds a value too large for {dtype}")
+    return w
 
 
 def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
@@ -166,9 +183,10 @@ def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
             raise ValueError(
                 f"probability target has shape {t.shape}; expected the logits' shape {logits_shape}"
             )
+        t = np.ascontiguousarray(t, dtype=dtype).reshape(-1, classes)
         if not np.all(np.isfinite(t)):
-            raise ValueError("probability target holds NaN or inf")
-        return np.ascontiguousarray(t, dtype=dtype).reshape(-1, classes), False
+            raise ValueError(f"probability target holds NaN or inf (or a value too large for {dtype})")
+        return t, False
     raise TypeError(
         f"target has dtype {t.dtype}; expected integer class indices or floating probabilities"
     )
@@ -229,11 +247,12 @@ class RowsOut:
 
     Writes straight into ``out`` when ``out`` (axis last) is C-contiguous and either overlaps no
     input or is laid out exactly like the input rows it overwrites (in place); otherwise into a
-    fresh buffer that is copied into ``out`` at the end.
+    fresh buffer that is copied into ``out`` at the end. ``read_late`` inputs are read after the
+    kernel has written parts of a row, so ``out`` must not overlap them at all.
     """
 
     def __init__(self, out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, axis: int,
-                 inputs: tuple[np.ndarray, ...]):
+                 inputs: tuple[np.ndarray, ...], read_late: tuple[np.ndarray, ...] = ()):
         self._out = out
         self._axis = axis
         if out is None and axis == len(shape) - 1:  # the common case, kept cheap
@@ -247,7 +266,8 @@ class RowsOut:
             moved = np.moveaxis(out, axis, -1)
             if moved.flags.c_contiguous:
                 rows = moved.reshape(-1, classes)
-                if all(_same_or_disjoint(rows, a) for a in inputs):
+                if all(_same_or_disjoint(rows, a) for a in inputs) and not any(
+                        np.may_share_memory(rows, a) for a in read_late):
                     self.rows = rows
                     self._direct = True
                     return

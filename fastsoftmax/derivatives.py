@@ -49,7 +49,7 @@ def _product(kernel, a: ArrayLike, b: ArrayLike, names: tuple[str, str], axis: i
     v.check_same_shape(a, b, *names)
     axis = v.normalize_axis(axis, a.ndim)
     v.check_classes(a.shape, axis)
-    scale = dtype.type(v.inverse_temperature(temperature))
+    scale = v.scale_for(temperature, dtype)
     v.check_out(out, a.shape, dtype)
     rows_a, rows_b = v.to_rows(a, axis), v.to_rows(b, axis)
     dest = v.RowsOut(out, a.shape, dtype, axis, (rows_a, rows_b))

@@ -35,7 +35,7 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
     reduction = v.check_reduction(reduction)
     eps = v.check_label_smoothing(label_smoothing)
     ignore_index = v.check_ignore_index(ignore_index)
-    scale = v.inverse_temperature(temperature)
+    scale = v.scale_for(temperature, z.dtype)
     t, is_index = v.check_target(target, z.shape, ignore_index, z.dtype)
     w = v.check_weight(weight, classes, z.dtype)
     batch = z.shape[:-1]
@@ -47,16 +47,17 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
         t = v.check_masked_index_target(t, mask, ignore_index, z.shape[:-1])
     rows = v.to_rows(z, z.ndim - 1)
     n = rows.shape[0]
-    dest = v.RowsOut(out, z.shape, z.dtype, z.ndim - 1, (rows,)) if want_grad else None
-    grad_rows = dest.rows if want_grad else np.empty((0, classes), z.dtype)
+    read_late = () if is_index else (t,)  # the gradient pass reads the target after the exp pass
+    dest = v.RowsOut(out, z.shape, z.dtype, z.ndim - 1, (rows,), read_late) if want_grad else None
+    grad_rows = dest.rows if want_grad else np.empty((1, classes), z.dtype)
     losses = np.empty(n, dtype=np.float64)
     mean = reduction == "mean"
     if is_index:
         total = launch(index_target_rows, rows.size, rows, t, w, ignore_index, eps, scale, gout,
-                       mean, losses, grad_rows, mask)
+                       mean, losses, grad_rows, want_grad, mask)
     else:
         total = launch(prob_target_rows, rows.size, rows, t, w, eps, scale, gout, mean, losses,
-                       grad_rows, mask)
+                       grad_rows, want_grad, mask)
     if reduction == "none":
         loss = losses.astype(z.dtype).reshape(batch)
     else:

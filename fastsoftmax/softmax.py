@@ -15,7 +15,7 @@ def _rowwise(kernel, x: ArrayLike, axis: int, temperature: float, out: np.ndarra
     x = v.as_float_array(x, "x")
     axis = v.normalize_axis(axis, x.ndim)
     v.check_classes(x.shape, axis)
-    scale = x.dtype.type(v.inverse_temperature(temperature))
+    scale = v.scale_for(temperature, x.dtype)
     v.check_out(out, x.shape, x.dtype)
     mask = v.check_where(where, x.shape, axis)
     rows = v.to_rows(x, axis)

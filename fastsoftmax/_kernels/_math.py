@@ -343,10 +343,28 @@ def row_sum(x):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def row_exp_sum(x, shift, scale, out, store, mask):
-    """Return sum_j exp((x_j - shift) * scale) (float64); write the terms to ``out`` if ``store``.
+def row_exp_sum(x, shift, scale, mask):
+    """sum_j exp((x_j - shift) * scale) in float64, over the entries where ``mask`` is True (all
+    when mask is None): within a block in the row's dtype (vectorized), across blocks in float64."""
+    n = x.shape[0]
+    zero = x.dtype.type(0.0)
+    total = 0.0
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        acc = zero
+        for j in range(start, stop):
+            e = exp_shifted(x[j], shift, scale)
+            if mask is not None:
+                e = e if mask[j] else zero
+            acc += e
+        total += np.float64(acc)
+    return total
 
-    Entries where ``mask`` is False count as 0 (and are stored as 0); mask None keeps all.
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def row_exp_store(x, shift, scale, out, mask):
+    """Like :func:`row_exp_sum`, also writing each term to ``out`` (0 where masked).
+
     ``out`` may be ``x`` itself (each entry is read before it is written).
     """
     n = x.shape[0]
@@ -355,19 +373,12 @@ def row_exp_sum(x, shift, scale, out, store, mask):
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
         acc = zero
-        if store:
-            for j in range(start, stop):
-                e = exp_shifted(x[j], shift, scale)
-                if mask is not None:
-                    e = e if mask[j] else zero
-                out[j] = e
-                acc += e
-        else:
-            for j in range(start, stop):
-                e = exp_shifted(x[j], shift, scale)
-                if mask is not None:
-                    e = e if mask[j] else zero
-                acc += e
+        for j in range(start, stop):
+            e = exp_shifted(x[j], shift, scale)
+            if mask is not None:
+                e = e if mask[j] else zero
+            out[j] = e
+            acc += e
         total += np.float64(acc)
     return total
 

@@ -28,6 +28,7 @@ from ._math import (
     row_count,
     row_count_posinf,
     row_dot,
+    row_exp_store,
     row_exp_sum,
     row_has_nan,
     row_max,
@@ -76,7 +77,7 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
         # everything that reads z comes before the exp pass, which may overwrite z
         zy = np.float64(z[y])
         wz = row_dot(weight, z, mask) if b != 0.0 else 0.0
-        total = row_exp_sum(z, m, s, grad, want_grad, mask)
+        total = row_exp_store(z, m, s, grad, mask) if want_grad else row_exp_sum(z, m, s, mask)
         if total == total:
             lse = np.log(total)
             mf = np.float64(m)
@@ -116,9 +117,8 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
     return loss
 
 
-def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, mask):
+def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want_grad, mask):
     n = z.shape[0]
-    want_grad = grad.shape[0] == n
     wsum = row_sum(weight)
     inv_denom = 1.0
     if mean:
@@ -135,7 +135,7 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, mask
                 grad[i, :] = 0.0
             continue
         coef = gout[i] * inv_denom
-        g = grad[i] if want_grad else z[i]
+        g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
         if mask is None:
             loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
         else:
@@ -176,7 +176,7 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
         if finite_max:
             B += q * (mf - z[c]) if q != 0.0 else 0.0
     if finite_max:
-        total = row_exp_sum(z, m, s, grad, want_grad, mask)
+        total = row_exp_store(z, m, s, grad, mask) if want_grad else row_exp_sum(z, m, s, mask)
         if total == total:
             loss = A * np.log(total) + s * B
             if want_grad:
@@ -207,12 +207,11 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
     return loss
 
 
-def _prob(z, target, weight, eps, s, gout, mean, loss, grad, mask):
+def _prob(z, target, weight, eps, s, gout, mean, loss, grad, want_grad, mask):
     n = z.shape[0]
-    want_grad = grad.shape[0] == n
     inv_denom = (1.0 / n if n else np.nan) if mean else 1.0
     for i in prange(n):
-        g = grad[i] if want_grad else z[i]
+        g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
         coef = gout[i] * inv_denom
         if mask is None:
             loss[i] = _prob_row(z[i], target[i], weight, eps, s, coef, g, want_grad, None)

@@ -13,7 +13,15 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import row_kernel
-from ._math import FASTMATH, exp_shifted, row_count_posinf, row_exp_sum, row_has_nan, row_max
+from ._math import (
+    FASTMATH,
+    exp_shifted,
+    row_count_posinf,
+    row_exp_store,
+    row_exp_sum,
+    row_has_nan,
+    row_max,
+)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -32,7 +40,7 @@ def softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(0.0)
         return
-    total = row_exp_sum(x, m, scale, out, True, mask)
+    total = row_exp_store(x, m, scale, out, mask)
     if total != total:
         out[:] = np.nan
         return
@@ -57,7 +65,7 @@ def log_softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(-np.inf)
         return
-    total = row_exp_sum(x, m, scale, out, False, mask)
+    total = row_exp_sum(x, m, scale, mask)
     lse = T(np.log(total))
     for j in range(x.shape[0]):
         v = (x[j] - m) * scale - lse
@@ -72,7 +80,7 @@ def logsumexp_row(x):
     m = row_max(x, None)
     if m == np.inf or m == -np.inf:
         return np.nan if row_has_nan(x, None) else np.float64(m)
-    total = row_exp_sum(x, m, x.dtype.type(1.0), x, False, None)
+    total = row_exp_sum(x, m, x.dtype.type(1.0), None)
     return np.float64(m) + np.log(total)
 
 
