@@ -263,7 +263,7 @@ class RowsOut:
         moved_shape = shape[:axis] + shape[axis + 1:] + (shape[axis],)
         classes = moved_shape[-1]
         if out is not None:
-            moved = np.moveaxis(out, axis, -1)
+            moved = out if axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
             if moved.flags.c_contiguous:
                 rows = moved.reshape(-1, classes)
                 if all(_same_or_disjoint(rows, a) for a in inputs) and not any(
@@ -292,7 +292,7 @@ def _same_or_disjoint(rows_out: np.ndarray, rows_in: np.ndarray) -> bool:
     if not np.may_share_memory(rows_out, rows_in):
         return True
     return (
-        rows_out.__array_interface__["data"][0] == rows_in.__array_interface__["data"][0]
+        rows_out.ctypes.data == rows_in.ctypes.data
         and rows_out.strides == rows_in.strides
         and rows_out.dtype == rows_in.dtype
     )

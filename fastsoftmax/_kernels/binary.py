@@ -82,7 +82,7 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
 
     The losses go to ``loss`` (or a scratch buffer) first and are summed by ``row_sum`` in a
     separate loop, so the sum is bit-identical whether or not the gradient is computed too.
-    ``inplace``: ``grad`` is ``x``, and the loop writes through ``x`` itself (see below).
+    ``inplace``: ``grad`` is ``x``, and the loop reads and writes through ``grad`` alone (see below).
     """
     n = x.shape[0]
     c = x.dtype.type(coef)
@@ -93,10 +93,11 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
         xs, ts, ws, ps = x[start:stop], t[start:stop], w[start:stop], pw[start:stop]
         dest = loss[start:stop] if store_loss else scratch[:stop - start]
         if want_grad and inplace:
+            gs = grad[start:stop]  # the memory of xs: read and written through gs alone
             for k in range(stop - start):
-                lk, gk = bce_from(xs[k], vexp(-np.abs(xs[k])), ts[k], ws[k], ps[k])
+                lk, gk = bce_from(gs[k], vexp(-np.abs(gs[k])), ts[k], ws[k], ps[k])
                 dest[k] = lk
-                xs[k] = c * gk
+                gs[k] = c * gk
         elif want_grad:
             gs = grad[start:stop]
             for k in range(stop - start):
@@ -116,19 +117,20 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
 # negative-index wraparound on x[k], and an in-place loop (x[k] read and written) then does not
 # vectorize (measured 10x slower). In place (out is x), a loop reading x and writing a second
 # view of the same memory fails LLVM's runtime overlap check and runs its scalar fallback, so
-# the kernels compare data pointers and then write through x itself.
+# the kernels compare data pointers and then read and write through the output alone (x may be
+# a read-only array: it is never written).
 
 
 def _sigmoid(x, out, span):
     n = x.shape[0]
     inplace = x.ctypes.data == out.ctypes.data
     for b in prange((n + span - 1) // span):
-        xb = x[b * span:min(b * span + span, n)]
-        if inplace:
-            for k in range(xb.shape[0]):
-                xb[k] = sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
+        ob = out[b * span:min(b * span + span, n)]
+        if inplace:  # ob is the memory of x: read and written through ob alone
+            for k in range(ob.shape[0]):
+                ob[k] = sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
         else:
-            ob = out[b * span:min(b * span + span, n)]
+            xb = x[b * span:min(b * span + span, n)]
             for k in range(xb.shape[0]):
                 ob[k] = sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
 
@@ -137,12 +139,12 @@ def _log_sigmoid(x, out, span):
     n = x.shape[0]
     inplace = x.ctypes.data == out.ctypes.data
     for b in prange((n + span - 1) // span):
-        xb = x[b * span:min(b * span + span, n)]
-        if inplace:
-            for k in range(xb.shape[0]):
-                xb[k] = log_sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
+        ob = out[b * span:min(b * span + span, n)]
+        if inplace:  # ob is the memory of x: read and written through ob alone
+            for k in range(ob.shape[0]):
+                ob[k] = log_sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
         else:
-            ob = out[b * span:min(b * span + span, n)]
+            xb = x[b * span:min(b * span + span, n)]
             for k in range(xb.shape[0]):
                 ob[k] = log_sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
 
@@ -150,7 +152,8 @@ def _log_sigmoid(x, out, span):
 def _bce(x, t, w, pw, coef, loss, sums, grad, span):
     """Fused binary cross-entropy over blocks of ``span`` elements.
 
-    w, pw: n entries (one per element) or ``span`` entries (the same for every block).
+    w, pw: n entries (one per element), or at least ``span`` entries whose first ``span`` are
+    the same for every block.
     loss: n entries to store per-element losses, else empty; sums: one float64 per block to
     sum the losses, else empty; grad: n entries for ``coef * d loss / dx``, else empty (it may be
     ``x`` itself: every element is read before it is written). Returns the sum of ``sums``.

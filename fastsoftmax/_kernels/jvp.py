@@ -6,26 +6,45 @@ one dot product and one elementwise pass per row, never the C x C matrix.
 
 from __future__ import annotations
 
-from numba import prange
+from numba import njit, prange
 
 from ._compile import row_kernel
-from ._math import row_dot, row_sum, vexp
+from ._math import FASTMATH, row_dot, row_sum, same_memory, vexp
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _jvp_row(p, v, dot, scale, out):
+    for j in range(p.shape[0]):
+        out[j] = p[j] * (v[j] - dot) * scale
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _log_softmax_vjp_row(logp, g, total, scale, out):
+    for j in range(logp.shape[0]):
+        out[j] = (g[j] - vexp(logp[j]) * total) * scale
 
 
 def _jvp(p, v, scale, out):
     for i in prange(p.shape[0]):
-        T = p.dtype.type
-        dot = T(row_dot(p[i], v[i], None))
-        for j in range(p.shape[1]):
-            out[i, j] = p[i, j] * (v[i, j] - dot) * scale
+        dot = p.dtype.type(row_dot(p[i], v[i], None))
+        # an input that is ``out`` itself is passed as ``out``: one pointer, so LLVM vectorizes
+        if same_memory(p[i], out[i]):
+            _jvp_row(out[i], v[i], dot, scale, out[i])
+        elif same_memory(v[i], out[i]):
+            _jvp_row(p[i], out[i], dot, scale, out[i])
+        else:
+            _jvp_row(p[i], v[i], dot, scale, out[i])
 
 
 def _log_softmax_vjp(logp, g, scale, out):
     for i in prange(logp.shape[0]):
-        T = logp.dtype.type
-        total = T(row_sum(g[i]))
-        for j in range(logp.shape[1]):
-            out[i, j] = (g[i, j] - vexp(logp[i, j]) * total) * scale
+        total = logp.dtype.type(row_sum(g[i]))
+        if same_memory(logp[i], out[i]):
+            _log_softmax_vjp_row(out[i], g[i], total, scale, out[i])
+        elif same_memory(g[i], out[i]):
+            _log_softmax_vjp_row(logp[i], out[i], total, scale, out[i])
+        else:
+            _log_softmax_vjp_row(logp[i], g[i], total, scale, out[i])
 
 
 def _jacobian(p, out):

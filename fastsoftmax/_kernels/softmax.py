@@ -17,10 +17,12 @@ from ._math import (
     FASTMATH,
     exp_shifted,
     row_count_posinf,
+    row_exp_inplace,
     row_exp_store,
     row_exp_sum,
     row_has_nan,
     row_max,
+    same_memory,
 )
 
 
@@ -40,7 +42,10 @@ def softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(0.0)
         return
-    total = row_exp_store(x, m, scale, out, mask)
+    if same_memory(x, out):
+        total = row_exp_inplace(out, m, scale, mask)
+    else:
+        total = row_exp_store(x, m, scale, out, mask)
     if total != total:
         out[:] = np.nan
         return
@@ -65,8 +70,17 @@ def log_softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(-np.inf)
         return
-    total = row_exp_sum(x, m, scale, mask)
-    lse = T(np.log(total))
+    lse = T(np.log(row_exp_sum(x, m, scale, mask)))
+    if same_memory(x, out):
+        _shifted_store(out, m, scale, lse, out, mask)
+    else:
+        _shifted_store(x, m, scale, lse, out, mask)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _shifted_store(x, m, scale, lse, out, mask):
+    """out = (x - m) * scale - lse (-inf where masked); ``out`` may be the same array as ``x``."""
+    T = x.dtype.type
     for j in range(x.shape[0]):
         v = (x[j] - m) * scale - lse
         if mask is not None:
