@@ -1,5 +1,15 @@
 """fastsoftmax: Numba-accelerated CPU kernels for softmax, its derivatives and cross-entropy."""
 
+# first: _info imports _runtime, which picks a writable numba cache directory and loads TBB
+# before any kernel module is imported (numba fixes the cache directory at decoration)
+from ._info import info, warmup  # isort: skip
+from .binary import (
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_backward,
+    binary_cross_entropy_with_logits_with_grad,
+    log_sigmoid,
+    sigmoid,
+)
 from .derivatives import log_softmax_vjp, softmax_jacobian, softmax_jvp, softmax_vjp
 from .losses import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 from .softmax import log_softmax, logsumexp, softmax
@@ -17,4 +27,11 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_backward",
     "cross_entropy_with_grad",
+    "sigmoid",
+    "log_sigmoid",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_backward",
+    "binary_cross_entropy_with_logits_with_grad",
+    "info",
+    "warmup",
 ]

@@ -1,14 +1,35 @@
-"""Threading layer, the serial-vs-parallel choice, and the one place kernels are launched.
+"""Threading layer, numba cache location, the serial-vs-parallel choice, and the one launcher.
 
-- Threading layer: numba prefers TBB, but finds the pip package's ``libtbb.so.12`` only when it is
-  already loaded; it is loaded here (RTLD_GLOBAL) before the first parallel launch, unless
-  ``NUMBA_THREADING_LAYER`` is set by the user.
-- ``workqueue`` (numba's fallback) aborts the process when two threads launch parallel kernels at
-  once: parallel launches are then serialized by a lock, and a thread that finds the lock taken
-  runs the serial kernel instead of waiting.
-- ``omp`` (GNU OpenMP) kills a forked child that launches a parallel region after the parent did:
-  after a fork, the child runs serial kernels only.
-- Inputs smaller than ``SERIAL_BELOW`` elements run the serial kernel (no thread wake-up).
+This module is imported before any kernel module (``fastsoftmax/__init__.py`` imports it first)
+and imports no kernel itself, because two things must happen before the first ``@njit`` runs:
+
+- Cache location: kernels use ``cache=True`` and numba picks the cache directory when a kernel
+  is *decorated*, in this order: ``NUMBA_CACHE_DIR``, the package's ``__pycache__``, the user cache
+  directory (``~/.cache/numba``). When none is writable (package installed read-only, HOME not
+  writable) numba raises ``RuntimeError: cannot cache function ...`` at import. Then, and only
+  then, ``numba.config.CACHE_DIR`` is pointed at a private directory under the system temp dir.
+- TBB: numba prefers the TBB layer (thread- and fork-safe) but loads ``libtbb.so.12`` by soname;
+  the pip ``tbb`` package puts it in ``<prefix>/lib``, which the loader only searches when the
+  Python binary has that directory in its RUNPATH (pyenv, conda) and not, e.g., in a venv made
+  from the system Python, where numba silently falls back to ``omp``. The library is loaded here
+  with RTLD_GLOBAL unless the user asked for ``omp`` or ``workqueue``.
+
+Launch rules (``launch``), measured with numba 0.68 on Linux:
+
+- Inputs smaller than ``SERIAL_BELOW`` elements, or a calling thread whose
+  ``numba.get_num_threads()`` is 1 (``numba.set_num_threads(1)`` or ``NUMBA_NUM_THREADS=1``),
+  run the serial kernel.
+- The layer is initialized by the first ``numba.get_num_threads()`` call (numba does this under
+  its own locks, so threads making their first call at once agree on one layer) and read right
+  after, before any parallel launch.
+- ``workqueue`` aborts the process (SIGABRT) when two threads launch parallel kernels at once:
+  under it parallel launches are serialized by a lock, and a thread that finds the lock taken runs
+  the serial kernel instead of waiting.
+- ``omp`` (GNU OpenMP): a forked child of a process that has initialized the layer is killed
+  (SIGTERM, "fork() called from a process already using GNU OpenMP") when it launches a parallel
+  region: such a child runs serial kernels only.
+- If numba cannot load any threading layer (e.g. ``NUMBA_THREADING_LAYER=tbb`` without TBB), a
+  warning is issued once and serial kernels are used.
 """
 
 from __future__ import annotations
@@ -16,70 +37,229 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import stat
 import sys
+import tempfile
 import threading
+import warnings
+from typing import TYPE_CHECKING
 
 import numba
 
-from ._kernels._compile import RowKernel
+if TYPE_CHECKING:
+    from ._kernels._compile import RowKernel
 
 # Below this many elements a parallel launch costs more than it saves: on the 2-core development
 # machine the crossover of the softmax kernel (float32) was between 16k and 64k elements
 # (benchmarks/test_threshold.py reproduces the measurement).
 SERIAL_BELOW = 32768
 
+_KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels", "_math.py")
+
+
+# --------------------------------------------------------------------------- numba cache location
+
+def _numba_can_cache(py_file: str) -> bool:
+    """Whether numba's own cache locators find a writable directory for ``py_file``."""
+    try:
+        from numba.core import caching
+
+        # CacheImpl in numba 0.68, _CacheImpl in older releases
+        impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+        locators = list(impl._locator_classes)
+    except (ImportError, AttributeError):  # numba internals moved: check the three usual places
+        user = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "numba")
+        places = [numba.config.CACHE_DIR, os.path.join(os.path.dirname(py_file), "__pycache__"), user]
+        return any(p and _writable_dir(p) for p in places)
+
+    def probe():  # pragma: no cover - only its code object is used
+        pass
+
+    for cls in locators:
+        try:
+            if cls.from_function(probe, py_file) is not None:
+                return True
+        except Exception:  # a locator that cannot even be tried is not available
+            continue
+    return False
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _private_cache_dir() -> str:
+    """``<tmp>/fastsoftmax-numba-<uid>``, created 0o700; a fresh ``mkdtemp`` if that one is unsafe.
+
+    Cache files hold machine code, so a directory another user could have created or can write
+    is never used.
+    """
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    path = os.path.join(tempfile.gettempdir(), f"fastsoftmax-numba-{uid if uid is not None else 'user'}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+        safe = stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if uid is not None:
+            safe = safe and st.st_uid == uid
+        if safe and _writable_dir(path):
+            return path
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="fastsoftmax-numba-")
+
+
+def _configure_cache() -> str | None:
+    """Point numba at a private temp cache directory if, and only if, it has no writable one.
+
+    Returns the directory set, or None when numba's own choice was kept. Does nothing when the
+    user chose the locators (``NUMBA_CACHE_LOCATOR_CLASSES``) or disabled the JIT.
+    """
+    if numba.config.DISABLE_JIT or getattr(numba.config, "CACHE_LOCATOR_CLASSES", ""):
+        return None
+    if _numba_can_cache(_KERNEL_SOURCE):
+        return None
+    try:
+        path = _private_cache_dir()
+    except OSError:  # no usable temp directory at all: leave numba's error to speak
+        return None
+    # config only, not os.environ: a changed NUMBA_* variable makes numba re-read its whole
+    # configuration at the next compile, which would undo settings the user made in code.
+    numba.config.CACHE_DIR = path
+    return path
+
+
+CACHE_FALLBACK_DIR = _configure_cache()
+
+
+# --------------------------------------------------------------------------------------------- TBB
+
+def _tbb_names() -> tuple[str, ...]:
+    if sys.platform.startswith("win"):
+        return ("tbb12.dll",)
+    if sys.platform == "darwin":
+        return ("libtbb.12.dylib", "libtbb.12.*.dylib")
+    return ("libtbb.so.12", "libtbb.so.12.*")
+
+
+def _tbb_candidates() -> list[str]:
+    """Where the pip/conda ``tbb`` package puts the library: ``<prefix>/lib`` (Library/bin on
+    Windows) for this interpreter's prefixes and the user base, then the files the installed
+    ``tbb`` distribution lists."""
+    import site
+
+    prefixes = [sys.prefix, sys.exec_prefix, sys.base_prefix,
+                os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
+    user_base = getattr(site, "USER_BASE", None)
+    if user_base:
+        prefixes.append(user_base)
+    subdirs = ("Library/bin", "") if sys.platform.startswith("win") else ("lib",)
+    found: list[str] = []
+    for prefix in dict.fromkeys(prefixes):
+        for sub in subdirs:
+            for name in _tbb_names():
+                found.extend(sorted(glob.glob(os.path.join(prefix, sub, name))))
+    if not found:
+        try:
+            from importlib.metadata import PackageNotFoundError, distribution
+
+            files = distribution("tbb").files or []
+            found = [str(f.locate()) for f in files if os.path.basename(str(f)) in _tbb_names()]
+        except (ImportError, PackageNotFoundError):
+            pass
+    return found
+
 
 def _preload_tbb() -> str | None:
-    """Load the pip ``tbb`` package's library globally so numba can pick the TBB layer."""
-    if os.environ.get("NUMBA_THREADING_LAYER"):
+    """Load TBB globally so numba can pick the TBB layer; the path loaded, or None."""
+    if str(numba.config.THREADING_LAYER).lower() in ("omp", "workqueue"):
         return None
-    prefixes = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(sys.executable))}
-    for prefix in prefixes:
-        for path in sorted(glob.glob(os.path.join(prefix, "lib", "libtbb.so.12*"))):
-            try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                return path
-            except OSError:
-                continue
+    for path in _tbb_candidates():
+        try:
+            ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+            return path
+        except OSError:
+            continue
     return None
 
 
 TBB_LIBRARY = _preload_tbb()
 
-_lock = threading.Lock()
-_layer: str | None = None  # known after the first parallel launch
-_serial_only = False  # set in a forked child of a process that used the omp layer
+
+# ------------------------------------------------------------------------------------- launching
+
+_lock = threading.Lock()  # serializes parallel launches under workqueue
+_init_lock = threading.Lock()
+_layer: str | None = None  # numba's threading layer, once this module has initialized it
+_serial_only = False  # no layer could be loaded, or a forked child of an omp process
+
+
+def _numba_layer() -> str | None:
+    """numba's threading layer if numba has initialized one (in this process or its parent)."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
 
 
 def _after_fork_in_child() -> None:
-    global _serial_only, _lock
-    _lock = threading.Lock()
-    if _layer == "omp":
+    global _serial_only, _lock, _init_lock
+    _lock = threading.Lock()  # the parent's may have been held by another thread
+    _init_lock = threading.Lock()
+    if _numba_layer() == "omp":
         _serial_only = True
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def threading_layer() -> str | None:
-    """The numba threading layer in use, or None before the first parallel launch."""
+def _init_layer() -> str | None:
+    """Initialize numba's threading layer (thread-safe inside numba) and remember its name."""
+    global _layer, _serial_only
+    with _init_lock:
+        if _layer is None and not _serial_only:
+            try:
+                numba.get_num_threads()  # loads the layer and starts its threads
+                _layer = numba.threading_layer()
+            except ValueError as exc:  # "No threading layer could be loaded"
+                _serial_only = True
+                warnings.warn(f"fastsoftmax: numba could not load a threading layer ({exc}); "
+                              "running serial kernels", RuntimeWarning, stacklevel=3)
     return _layer
 
 
+def threading_layer() -> str | None:
+    """The numba threading layer in use, or None if none has been initialized yet."""
+    return _layer or _numba_layer()
+
+
+def serial_only() -> bool:
+    """True when this process runs serial kernels only (see the module docstring)."""
+    return _serial_only
+
+
 def launch(kernel: RowKernel, work: int, *args):
-    """Run ``kernel`` on ``args`` serially or in parallel, whichever is safe and faster."""
-    global _layer
-    if work < SERIAL_BELOW or _serial_only or numba.get_num_threads() == 1:
+    """Run ``kernel`` on ``args`` serially or in parallel, whichever is safe and faster.
+
+    ``work`` is the number of elements touched; see the module docstring for the rules.
+    """
+    if work < SERIAL_BELOW or _serial_only:
         return kernel.serial(*args)
-    if _layer is not None and _layer != "workqueue":
+    layer = _layer if _layer is not None else _init_layer()
+    if layer is None or numba.get_num_threads() == 1:
+        return kernel.serial(*args)
+    if layer != "workqueue":
         return kernel.parallel(*args)
-    # workqueue (or not yet known): one parallel launch at a time; others run serially
-    if not _lock.acquire(blocking=False):
+    lock = _lock
+    if not lock.acquire(blocking=False):
         return kernel.serial(*args)
     try:
-        result = kernel.parallel(*args)
-        if _layer is None:
-            _layer = numba.threading_layer()
-        return result
+        return kernel.parallel(*args)
     finally:
-        _lock.release()
+        lock.release()

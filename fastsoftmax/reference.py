@@ -168,21 +168,23 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
         denom = np.sum(w[t[keep]])
     else:
         q = kept * w * ((1 - eps) * t.astype(np.float64) + eps / n_kept)
-        denom = float(n)
-    return z, u, q, denom, gout, inv_t, reduction
+        denom = np.float64(n)
+    live = keep if is_index else np.ones(n, dtype=bool)
+    return z, u, q, denom, gout, inv_t, reduction, live
 
 
 def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
                   grad_output, where):
-    z, u, q, denom, gout, inv_t, reduction = _ce_terms(
+    z, u, q, denom, gout, inv_t, reduction, live = _ce_terms(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output,
         where)
     p = _safe_softmax(u, -1)
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log(p)
         rows = -np.sum(np.where(q != 0, q * logp, 0.0), axis=-1)
-        scale = 1.0 / denom if reduction == "mean" else 1.0
+        scale = (1.0 / denom if denom != 0 else np.nan) if reduction == "mean" else 1.0  # 0/0
         grad = (p * q.sum(-1, keepdims=True) - q) * (gout * scale * inv_t)[:, None]
+        grad = np.where(live[:, None], grad, 0.0)  # ignored and fully masked rows: exactly 0
         grad = np.where(np.isnan(u).any(-1, keepdims=True), np.nan, grad)
         rows = np.where(np.isnan(u).any(-1), np.nan, rows)
         if reduction == "none":
@@ -220,5 +222,91 @@ def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None
     """Reference: ``(cross_entropy(...), cross_entropy_backward(...))``."""
     loss, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
                                   temperature, 1.0, where)
+    v.check_out(out, z.shape, z.dtype)
+    return loss, _finish(grad, out)
+
+
+# --------------------------------------------------------------------------- the binary case
+# sigmoid, log_sigmoid and binary cross-entropy with logits (fastsoftmax.binary). These twins
+# compute in float64 and round once to the result dtype; the checks are fastsoftmax.binary's.
+
+
+def _sigmoid64(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) for x >= 0 and exp(x) / (1 + exp(x)) for x < 0 (float64)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+
+
+def _log_sigmoid64(x: np.ndarray) -> np.ndarray:
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)) (float64)."""
+    return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def sigmoid(x: ArrayLike, *, out=None) -> np.ndarray:
+    """Reference: ``1 / (1 + exp(-x))``, written so that neither branch overflows."""
+    x = v.as_float_array(x, "x")
+    v.check_out(out, x.shape, x.dtype)
+    return _finish(np.asarray(_sigmoid64(x.astype(np.float64)), dtype=x.dtype), out)
+
+
+def log_sigmoid(x: ArrayLike, *, out=None) -> np.ndarray:
+    """Reference: ``min(x, 0) - log1p(exp(-|x|))``."""
+    x = v.as_float_array(x, "x")
+    v.check_out(out, x.shape, x.dtype)
+    return _finish(np.asarray(_log_sigmoid64(x.astype(np.float64)), dtype=x.dtype), out)
+
+
+def _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output):
+    """Elementwise -w (pw y log sigmoid(x) + (1 - y) log sigmoid(-x)) and its gradient."""
+    from .binary import check_binary_target, check_broadcast_weight
+
+    z = v.as_float_array(logits, "logits")
+    reduction = v.check_reduction(reduction)
+    y = check_binary_target(target, z.shape, z.dtype).astype(np.float64)
+    w = check_broadcast_weight(weight, "weight", z.shape, z.dtype)
+    pw = check_broadcast_weight(pos_weight, "pos_weight", z.shape, z.dtype)
+    g = np.asarray(grad_output)
+    gout = v.check_grad_output(g, reduction, () if g.ndim == 0 else z.shape)
+    gout = gout[0] if g.ndim == 0 else gout.reshape(z.shape)
+    w = np.ones(z.shape) if w is None else np.broadcast_to(w.astype(np.float64), z.shape)
+    pw = np.ones(z.shape) if pw is None else np.broadcast_to(pw.astype(np.float64), z.shape)
+    x = z.astype(np.float64)
+    a = w * pw * y  # coefficient of -log sigmoid(x)
+    b = w * (1.0 - y)  # coefficient of -log(1 - sigmoid(x)) = -log sigmoid(-x)
+    with np.errstate(invalid="ignore"):
+        elem = -(np.where(a != 0, a * _log_sigmoid64(x), 0.0)
+                 + np.where(b != 0, b * _log_sigmoid64(-x), 0.0))
+    elem = np.where(np.isnan(x), np.nan, elem)
+    n = x.size
+    scale = (1.0 / n if n else np.nan) if reduction == "mean" else 1.0
+    grad = (_sigmoid64(x) * (a + b) - a) * (gout * scale)
+    if reduction == "none":
+        loss = elem.astype(z.dtype)
+    elif reduction == "sum":
+        loss = z.dtype.type(np.sum(elem))
+    else:
+        loss = z.dtype.type(np.sum(elem) / n) if n else z.dtype.type(np.nan)
+    return loss, grad.astype(z.dtype), z
+
+
+def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *, weight=None,
+                                     pos_weight=None, reduction: str = "mean"):
+    """Reference: ``-w (pw y log sigmoid(x) + (1 - y) log(1 - sigmoid(x)))``, reduced like PyTorch."""
+    return _bce_loss_grad(logits, target, weight, pos_weight, reduction, 1.0)[0]
+
+
+def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
+                                              pos_weight=None, reduction: str = "mean",
+                                              grad_output: Any = 1.0, out=None) -> np.ndarray:
+    """Reference: ``w ((1 - y + pw y) sigmoid(x) - pw y) * grad_output / denominator``."""
+    _, grad, z = _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output)
+    v.check_out(out, z.shape, z.dtype)
+    return _finish(grad, out)
+
+
+def binary_cross_entropy_with_logits_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
+                                               pos_weight=None, reduction: str = "mean", out=None):
+    """Reference: ``(binary_cross_entropy_with_logits(...), ..._backward(...))``."""
+    loss, grad, z = _bce_loss_grad(logits, target, weight, pos_weight, reduction, 1.0)
     v.check_out(out, z.shape, z.dtype)
     return loss, _finish(grad, out)

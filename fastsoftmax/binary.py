@@ -1,0 +1,314 @@
+"""The binary (two-class) case the softmax generalizes: sigmoid, log_sigmoid and binary
+cross-entropy with logits, with PyTorch's ``F.binary_cross_entropy_with_logits`` semantics.
+
+``sigmoid(z) == softmax([z, 0])[0]`` and ``log_sigmoid(z) == log_softmax([z, 0])[0]``. For a
+logit x, target y, weight w and positive-class weight pw, elementwise:
+
+    loss = -w (pw y log sigmoid(x) + (1 - y) log sigmoid(-x))
+         =  w (pw y softplus(-x) + (1 - y) softplus(x))
+    d loss / dx = w ((1 - y + pw y) sigmoid(x) - pw y)        (sigmoid(x) - y when w = pw = 1)
+
+computed as ``softplus(x) = max(x, 0) + log1p(exp(-|x|))``, so any finite logit gives a finite
+loss and gradient (x = +-1000 gives the exact limits 0 or |x|).
+
+Special values: a NaN logit gives NaN (loss and gradient) at that element only. Infinite logits
+give the limits: sigmoid(+-inf) = 1 / 0, log_sigmoid(-inf) = -inf, and a loss term whose
+coefficient (w pw y or w (1 - y)) is 0 counts 0 even where its softplus is +inf, so x = +inf with
+y = 1 gives loss 0 and x = -inf with y = 1 gives +inf (PyTorch gives NaN for some of these).
+Targets, weights and pos_weight must be finite, and weights >= 0 (as for ``cross_entropy``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _validate as v
+from ._kernels.binary import bce_flat, log_sigmoid_flat, sigmoid_flat
+from ._runtime import launch
+
+# Elements per block of the flat elementwise kernels (the unit of the prange).
+SPAN = 4096
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_binary_target(target: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The target as an array of ``dtype`` and the logits' exact ``shape``, finite."""
+    y = v.as_float_array(target, "target", None)
+    if y.shape != shape:
+        raise ValueError(f"target has shape {y.shape}; it must match the logits' shape {shape}")
+    if y.dtype != dtype:
+        y = y.astype(dtype)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("target holds NaN or inf")
+    return y
+
+
+def check_broadcast_weight(weight: Any, name: str, shape: tuple[int, ...],
+                           dtype: np.dtype) -> np.ndarray | None:
+    """``weight`` as an array of ``dtype`` broadcastable to ``shape``, finite and >= 0 (or None)."""
+    if weight is None:
+        return None
+    w = v.as_float_array(weight, name, None)
+    if w.shape != shape:
+        # broadcastable to shape without changing it: trailing dims equal or 1, no extra dims
+        fits = w.ndim <= len(shape) and all(
+            d in (1, s) for d, s in zip(w.shape[::-1], shape[::-1]))
+        if not fits:
+            raise ValueError(f"{name} has shape {w.shape}; it must broadcast to the logits' shape {shape}")
+    if w.dtype != dtype:
+        w = w.astype(dtype)
+    if not np.all((w >= 0) & (w < np.inf)):  # one pass; NaN fails both comparisons
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"{name} holds NaN or inf; it must be finite")
+        raise ValueError(f"{name} holds a negative value ({w.min()}); it must be >= 0")
+    return w
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous 1-D array of ``a``'s entries in C order (a view when possible)."""
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+class _FlatOut:
+    """Where an elementwise kernel writes (flat), and how it becomes the returned array.
+
+    Writes straight into ``out`` when it is C-contiguous and either overlaps no input or is the
+    very same memory as the flat input (in place); otherwise into a fresh buffer copied at the end.
+    """
+
+    def __init__(self, out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype,
+                 inputs: tuple[np.ndarray, ...]):
+        self._out = out
+        self._shape = shape
+        if out is not None and out.flags.c_contiguous:
+            flat = out.reshape(-1)
+            if all(_same_or_disjoint(flat, a) for a in inputs):
+                self.flat = flat
+                self._direct = True
+                return
+        self._direct = False
+        self.flat = np.empty(math.prod(shape), dtype=dtype)
+
+    def result(self) -> np.ndarray:
+        if self._direct:
+            return self._out
+        res = self.flat.reshape(self._shape)
+        if self._out is None:
+            return res
+        np.copyto(self._out, res)
+        return self._out
+
+
+def _same_or_disjoint(a: np.ndarray, b: np.ndarray) -> bool:
+    if not np.may_share_memory(a, b):
+        return True
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.dtype == b.dtype)
+
+
+# --------------------------------------------------------------------------- sigmoid
+
+
+def _elementwise(kernel, x: ArrayLike, out: np.ndarray | None) -> np.ndarray:
+    x = v.as_float_array(x, "x")
+    v.check_out(out, x.shape, x.dtype)
+    flat = _flat(x)
+    dest = _FlatOut(out, x.shape, x.dtype, (flat,))
+    launch(kernel, flat.size, flat, dest.flat, SPAN)
+    return dest.result()
+
+
+def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
+    """The logistic function ``1 / (1 + exp(-x))``, elementwise, without overflow.
+
+    Computed as ``1 / (1 + e)`` for x >= 0 and ``e / (1 + e)`` for x < 0, with e = exp(-|x|).
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape; float32/float64 computed natively, float16 in float32, ints and bools in float64.
+    out : ndarray, optional
+        Writable array of x's shape and result dtype; may be ``x`` itself.
+
+    Returns
+    -------
+    ndarray
+        Values in [0, 1]: exactly 1 at +inf (and for x above ~37 in float64, ~17 in float32),
+        exactly 0 at -inf, NaN for NaN.
+    """
+    return _elementwise(sigmoid_flat, x, out)
+
+
+def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``, elementwise, stable for any x.
+
+    Parameters and dtype rules as in :func:`sigmoid`. Returns values <= 0: -inf at -inf, 0 at
+    +inf, ``x`` itself for x << 0 (e.g. -1000), NaN for NaN.
+    """
+    return _elementwise(log_sigmoid_flat, x, out)
+
+
+# --------------------------------------------------------------------------- binary cross-entropy
+
+
+_ONES: dict[str, np.ndarray] = {}
+
+
+def _ones(length: int, dtype: np.dtype) -> np.ndarray:
+    """A private cached array of at least ``length`` ones (the kernels never write weights)."""
+    ones = _ONES.get(dtype.char)
+    if ones is None or ones.shape[0] < length:
+        ones = np.ones(max(length, SPAN), dtype=dtype)
+        _ONES[dtype.char] = ones
+    return ones
+
+
+def _weight_operand(w: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.ndarray | None, int]:
+    """A weight as the kernel wants it: a full flat array (period 0), or a vector along the last
+    axis of length 1 or C (returned with that period, tiled later); None stays None (period 1)."""
+    if w is None:
+        return None, 1
+    if w.ndim == 0 or all(d == 1 for d in w.shape[:-1]):
+        vec = np.ascontiguousarray(w).reshape(-1)
+        return vec, vec.shape[0]
+    return _flat(np.broadcast_to(w, shape)), 0
+
+
+def _tiled(vec: np.ndarray | None, period: int, span: int, dtype: np.dtype) -> np.ndarray:
+    """The kernel operand for a weight: full arrays as they are, vectors repeated to ``span``."""
+    if vec is None:
+        return _ones(span, dtype)
+    if period == 0:
+        return vec
+    if period == 1:
+        return np.full(span, vec[0], dtype=dtype)
+    return np.tile(vec, span // period)
+
+
+def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None,
+         pos_weight: ArrayLike | None, reduction: str, grad_output: Any, want_loss: bool,
+         want_grad: bool, out: np.ndarray | None):
+    """Validate and run the fused kernel once; return (loss or None, gradient or None)."""
+    z = v.as_float_array(logits, "logits")
+    dtype = z.dtype
+    shape = z.shape
+    reduction = v.check_reduction(reduction)
+    y = check_binary_target(target, shape, dtype)
+    w = check_broadcast_weight(weight, "weight", shape, dtype)
+    pw = check_broadcast_weight(pos_weight, "pos_weight", shape, dtype)
+    if type(grad_output) is float or type(grad_output) is int:  # the common case, kept cheap
+        g = np.asarray(float(grad_output))
+        gout = g.reshape(1)
+    else:
+        g = np.asarray(grad_output)
+        gout = v.check_grad_output(g, reduction, () if g.ndim == 0 else shape)
+    if want_grad:
+        v.check_out(out, shape, dtype)
+
+    n = math.prod(shape)
+    classes = shape[-1] if shape else 1
+    coef = 1.0 / n if reduction == "mean" and n else (math.nan if reduction == "mean" else 1.0)
+    if g.ndim == 0:
+        coef *= float(gout[0])
+    else:  # reduction "none" with one upstream gradient per element: fold it into the weight
+        w = (w if w is not None else np.ones((), dtype)) * gout.reshape(shape).astype(dtype)
+
+    wv, w_period = _weight_operand(w, shape)
+    pv, p_period = _weight_operand(pw, shape)
+    period = classes if classes > 1 and classes in (w_period, p_period) else 1
+    span = period * max(1, SPAN // period)
+    span = min(span, n) if n else 1  # n is a multiple of period
+    wv = _tiled(wv, w_period, span, dtype)
+    pv = _tiled(pv, p_period, span, dtype)
+
+    x = _flat(z)
+    t = _flat(y)
+    nblocks = -(-n // span)
+    store_loss = want_loss and reduction == "none"
+    loss = np.empty(n if store_loss else 0, dtype=dtype)
+    sums = np.empty(nblocks if want_loss and not store_loss else 0, dtype=np.float64)
+    dest = _FlatOut(out, shape, dtype, (x, t)) if want_grad else None
+    grad = dest.flat if want_grad else np.empty(0, dtype=dtype)
+    total = launch(bce_flat, n, x, t, wv, pv, coef, loss, sums, grad, span)
+
+    result = None
+    if want_loss:
+        if store_loss:
+            result = loss.reshape(shape)
+        else:
+            result = dtype.type(total / n if n else math.nan) if reduction == "mean" else dtype.type(total)
+    return result, dest.result() if want_grad else None
+
+
+def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
+                                     weight: ArrayLike | None = None,
+                                     pos_weight: ArrayLike | None = None,
+                                     reduction: str = "mean") -> np.floating | np.ndarray:
+    """Binary cross-entropy of ``sigmoid(logits)`` against ``target`` (PyTorch semantics).
+
+    ``loss = w * (pw * y * softplus(-x) + (1 - y) * softplus(x))`` elementwise, which is
+    ``-w * (pw * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))`` computed stably.
+
+    Parameters
+    ----------
+    logits : array_like
+        x, any shape (dtype rules as in :func:`sigmoid`).
+    target : array_like
+        y, same shape as ``logits``, finite (usually in [0, 1]; soft labels allowed); cast to the
+        logits' dtype.
+    weight : array_like, optional
+        w, finite and >= 0, broadcastable to the logits' shape (e.g. a mask, or one per class).
+    pos_weight : array_like, optional
+        pw, weight of the positive term, finite and >= 0, broadcastable to the logits' shape
+        (usually one per class, along the last axis).
+    reduction : {"mean", "sum", "none"}
+        "mean" divides the sum by the number of elements (not by the weights; NaN when empty).
+
+    Returns
+    -------
+    scalar of the logits' dtype, or an array of the logits' shape for reduction="none".
+    """
+    return _run(logits, target, weight, pos_weight, reduction, 1.0, True, False, None)[0]
+
+
+def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLike, *,
+                                              weight: ArrayLike | None = None,
+                                              pos_weight: ArrayLike | None = None,
+                                              reduction: str = "mean", grad_output: ArrayLike = 1.0,
+                                              out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``.
+
+    ``grad = grad_output * w * ((1 - y + pw * y) * sigmoid(x) - pw * y) / denominator``, where the
+    denominator is the number of elements for "mean" and 1 otherwise; ``sigmoid(x) - y`` (over n
+    for "mean") without weights.
+
+    Parameters
+    ----------
+    logits, target, weight, pos_weight, reduction
+        As in :func:`binary_cross_entropy_with_logits`.
+    grad_output : float or array_like
+        Upstream gradient: a scalar for "mean"/"sum"; a scalar or an array of the logits' shape
+        for "none".
+    out : ndarray, optional
+        Writable array of the logits' shape and dtype; may be ``logits`` itself.
+    """
+    return _run(logits, target, weight, pos_weight, reduction, grad_output, False, True, out)[1]
+
+
+def binary_cross_entropy_with_logits_with_grad(logits: ArrayLike, target: ArrayLike, *,
+                                               weight: ArrayLike | None = None,
+                                               pos_weight: ArrayLike | None = None,
+                                               reduction: str = "mean",
+                                               out: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+    """Loss and gradient in one pass: ``(binary_cross_entropy_with_logits(...), d loss / d logits)``.
+
+    Arguments as in :func:`binary_cross_entropy_with_logits`; ``out=logits`` writes the gradient
+    over the logits.
+    """
+    return _run(logits, target, weight, pos_weight, reduction, 1.0, True, True, out)
