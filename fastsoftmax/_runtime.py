@@ -1,7 +1,8 @@
 """Threading layer, numba cache location, the serial-vs-parallel choice, and the one launcher.
 
-This module is imported before any kernel module (``fastsoftmax/__init__.py`` imports it first)
-and imports no kernel itself, because two things must happen before the first ``@njit`` runs:
+This module is imported before any kernel module (``fastsoftmax/__init__.py`` imports ``_info``
+first, which imports this) and imports no kernel itself, because two things must happen before the
+first ``@njit`` runs:
 
 - Cache location: kernels use ``cache=True`` and numba picks the cache directory when a kernel
   is *decorated*, in this order: ``NUMBA_CACHE_DIR``, the package's ``__pycache__``, the user cache
@@ -30,6 +31,10 @@ Launch rules (``launch``), measured with numba 0.68 on Linux:
   region: such a child runs serial kernels only.
 - If numba cannot load any threading layer (e.g. ``NUMBA_THREADING_LAYER=tbb`` without TBB), a
   warning is issued once and serial kernels are used.
+
+All of this relies on ``kernel.serial`` being serial machine code: numba's cache key ignores
+``parallel=`` (numba issue #6845), so the two variants must be cached under different names
+(``_kernels/_compile.py``), or one would load the other's code from disk.
 """
 
 from __future__ import annotations
@@ -49,10 +54,10 @@ import numba
 if TYPE_CHECKING:
     from ._kernels._compile import RowKernel
 
-# Below this many elements a parallel launch costs more than it saves: on the 2-core development
-# machine the crossover of the softmax kernel (float32) was between 16k and 64k elements
-# (benchmarks/test_threshold.py reproduces the measurement).
-SERIAL_BELOW = 32768
+# Below this many elements a parallel launch costs more than it saves. benchmarks/thresholds.py on
+# the 2-core development machine (softmax float32, 128 classes, tbb), serial time / parallel time:
+# 0.76 at 4096 elements, 1.17 at 8192, 1.46 at 16384, 1.7-2.1 from 32768 on.
+SERIAL_BELOW = 8192
 
 _KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels", "_math.py")
 

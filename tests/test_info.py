@@ -1,0 +1,223 @@
+"""``fastsoftmax.info()``, ``fastsoftmax.warmup()`` and ``python -m fastsoftmax info``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _info, _runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_jit = pytest.mark.skipif(numba.config.DISABLE_JIT,
+                               reason="needs the JIT (NUMBA_DISABLE_JIT is set)")
+
+KEYS = {
+    "fastsoftmax": str, "python": str, "numpy": str, "numba": str, "llvmlite": str,
+    "platform": str, "cpu": (str, type(None)), "threading_layer": str, "num_threads": int,
+    "max_threads": int, "serial_below": int, "serial_only": bool, "cache_dir": (str, type(None)),
+    "cache_dir_source": str, "vectorized_exp": (bool, type(None)), "vector_check": str,
+    "tbb_library": (str, type(None)),
+}
+
+
+def run_python(script: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=full_env, cwd=ROOT,
+                          capture_output=True, text=True, check=False, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return fs.info()
+
+
+def test_info_and_warmup_are_public():
+    assert "info" in fs.__all__ and "warmup" in fs.__all__
+
+
+def test_info_keys_and_types(report):
+    assert isinstance(report, dict)
+    assert set(report) == set(KEYS)
+    for key, kind in KEYS.items():
+        assert isinstance(report[key], kind), (key, report[key])
+
+
+def test_info_versions(report):
+    import llvmlite
+
+    assert report["fastsoftmax"] == fs.__version__
+    assert report["numpy"] == np.__version__
+    assert report["numba"] == numba.__version__
+    assert report["llvmlite"] == llvmlite.__version__
+    assert report["python"] == platform.python_version()
+
+
+def test_info_threads(report):
+    # info() initialized the layer, so numba can name it and it is the one the launcher uses
+    assert report["threading_layer"] == numba.threading_layer()
+    assert report["threading_layer"] in ("tbb", "omp", "workqueue")
+    assert report["max_threads"] == numba.config.NUMBA_NUM_THREADS
+    assert 1 <= report["num_threads"] <= report["max_threads"]
+    assert report["serial_below"] == _runtime.SERIAL_BELOW
+    if report["threading_layer"] == "tbb":
+        assert report["tbb_library"] and "tbb" in os.path.basename(report["tbb_library"])
+
+
+@needs_jit
+def test_info_cache_dir(report):
+    from fastsoftmax._kernels.softmax import softmax_rows
+
+    if numba.config.CACHE_DIR:
+        assert report["cache_dir_source"] == "NUMBA_CACHE_DIR"
+        assert report["cache_dir"].startswith(os.path.abspath(numba.config.CACHE_DIR))
+    else:
+        kernels_dir = os.path.dirname(os.path.abspath(softmax_rows.serial.py_func.__code__.co_filename))
+        if os.access(kernels_dir, os.W_OK):
+            assert report["cache_dir"] == os.path.join(kernels_dir, "__pycache__")
+            assert report["cache_dir_source"] == "package __pycache__"
+    assert os.path.isdir(report["cache_dir"])
+
+
+def _has_avx2() -> bool:
+    try:
+        import llvmlite.binding as llvm
+
+        return "+avx2" in llvm.get_host_cpu_features().flatten()
+    except Exception:
+        return False
+
+
+@needs_jit
+@pytest.mark.skipif(not _has_avx2(), reason="the vectorized exp targets AVX2 (ymm) or wider")
+def test_info_vectorized_exp_is_active(report):
+    assert report["vectorized_exp"] is True, report["vector_check"]
+    assert "ymm" in report["vector_check"] or "zmm" in report["vector_check"]
+
+
+def test_vector_width_parser():
+    asm = textwrap.dedent("""
+        vmulps  %ymm1, %ymm2, %ymm3
+        vfmadd213ps     (%rax), %ymm4, %ymm0
+        vmulss  %xmm1, %xmm2, %xmm3
+        vaddsd  %xmm1, %xmm2, %xmm3
+    """)
+    assert _info._vector_width(asm) == ("ymm", 2)
+    assert _info._vector_width("vmulss %xmm1, %xmm2, %xmm3\nvaddpd %xmm0, %xmm1, %xmm1") == (None, 0)
+    assert _info._vector_width("vaddpd %zmm0, %zmm1, %zmm1\nvaddps %ymm0, %ymm1, %ymm1")[0] == "zmm"
+
+
+def test_info_without_checks_is_cheap_and_says_not_checked():
+    r = fs.info(check_vector=False)
+    assert r["vectorized_exp"] is None and r["vector_check"] == "not checked"
+
+
+def test_info_before_any_parallel_kernel_says_not_yet_initialized():
+    proc = run_python("""
+        import fastsoftmax, numba
+        r = fastsoftmax.info(initialize=False, check_vector=False)
+        print(r["threading_layer"])
+        try:
+            numba.threading_layer()
+            print("initialized")
+        except ValueError:
+            print("still uninitialized")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["not", "yet", "initialized", "still", "uninitialized"]
+
+
+def test_format_info_lists_every_key(report):
+    text = str(report)  # Info.__str__ is format_info
+    assert text == _info.format_info(report)
+    lines = text.splitlines()
+    assert len(lines) == len(report)
+    for line, (key, value) in zip(lines, report.items()):
+        name, _, shown = line.partition(" : ")
+        assert name.strip() == key
+        assert shown == ("-" if value is None else str(value))
+
+
+# --------------------------------------------------------------------------- warmup
+
+
+def test_warmup_calls_reach_every_public_kernel_function():
+    """warmup's call table names every public function but info/warmup, for every dtype rule."""
+    public = set(fs.__all__) - {"info", "warmup"}
+    for dtype in ("float32", "float64", "float16", "int64", "bool"):
+        calls = _info._calls(np.dtype(dtype), 3, 4)
+        assert public <= {name for name, _, _ in calls}, public - {name for name, _, _ in calls}
+        for name, args, kwargs in calls:  # and every call is valid
+            getattr(fs, name)(*args, **kwargs)
+
+
+@needs_jit
+def test_warmup_compiles_every_kernel_both_ways():
+    seconds = fs.warmup()
+    assert isinstance(seconds, float) and seconds >= 0.0
+    kernels = _info._row_kernels()
+    assert len(kernels) >= 6  # softmax, log_softmax, logsumexp, jvp, lsvjp, jacobian, CE x2, ...
+    for kernel in kernels:
+        name = kernel.serial.py_func.__name__
+        for variant in (kernel.serial, kernel.parallel):
+            dtypes = {str(sig[0].dtype) for sig in variant.signatures}
+            assert {"float32", "float64"} <= dtypes, (name, variant, dtypes)
+        assert set(kernel.serial.signatures) <= set(kernel.parallel.signatures), name
+    again = fs.warmup()
+    assert again < 10.0  # everything is compiled now: only the calls themselves
+
+
+def test_warmup_other_dtypes_and_single_dtype():
+    assert isinstance(fs.warmup("float32"), float)
+    assert isinstance(fs.warmup(dtypes=[np.float16, "int32", bool]), float)
+
+
+def test_warmup_with_jit_disabled_has_nothing_to_do():
+    proc = run_python("import fastsoftmax; print(fastsoftmax.warmup() < 1.0)", NUMBA_DISABLE_JIT="1")
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
+
+
+@needs_jit
+def test_warmup_in_a_fresh_process_leaves_nothing_to_compile():
+    """After warmup(), calls of every kind compile nothing more."""
+    proc = run_python("""
+        import fastsoftmax as fs
+        from fastsoftmax import _info
+        fs.warmup()
+        def counts():
+            return {id(k): (len(k.serial.signatures), len(k.parallel.signatures))
+                    for k in _info._row_kernels()}
+        before = counts()
+        for dt in ("float32", "float64"):
+            for rows, classes in ((3, 5), (4000, 12)):
+                for name, args, kwargs in _info._calls(__import__("numpy").dtype(dt), rows, classes):
+                    getattr(fs, name)(*args, **kwargs)
+        after = counts()
+        print("same" if before == after else f"compiled more: {before} -> {after}")
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("same"), proc.stdout
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "fastsoftmax", "__main__.py")),
+                    reason="no fastsoftmax/__main__.py yet")
+def test_command_line_info():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "fastsoftmax", "info"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for key in ("threading_layer", "num_threads", "cache_dir", "vectorized_exp", "numba"):
+        assert key in out, out
+    assert numba.__version__ in out and fs.__version__ in out
