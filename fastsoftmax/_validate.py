@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,6 +44,9 @@ def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarr
 
 def common_dtype(*arrays: Any, names: tuple[str, ...]) -> np.dtype:
     """The promoted compute dtype of several inputs (float32 with float64 gives float64)."""
+    first = arrays[0]
+    if all(type(a) is np.ndarray and a.dtype == first.dtype and a.dtype.char in "fd" for a in arrays):
+        return first.dtype  # the common case, kept cheap
     dtypes = [compute_dtype(np.asarray(a).dtype, n) for a, n in zip(arrays, names)]
     return np.result_type(*dtypes)
 
@@ -83,8 +86,13 @@ def inverse_temperature(temperature: Any) -> float:
     return 1.0 / t
 
 
+_UNIT_SCALE = {np.dtype(np.float32): np.float32(1.0), np.dtype(np.float64): np.float64(1.0)}
+
+
 def scale_for(temperature: Any, dtype: np.dtype):
     """1 / temperature as a scalar of ``dtype``, finite there (float32 overflows sooner)."""
+    if temperature == 1.0 and type(temperature) in (float, int):  # the default, kept cheap
+        return _UNIT_SCALE[dtype]
     inv = inverse_temperature(temperature)
     scale = dtype.type(inv)
     if not np.isfinite(scale):
@@ -232,6 +240,45 @@ def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | N
     except ValueError:
         raise ValueError(f"where has shape {mask.shape}, which does not broadcast to {shape}") from None
     return to_rows(mask, axis)
+
+
+class CrossEntropyArgs(NamedTuple):
+    """The checked arguments of a cross-entropy call (see :func:`cross_entropy_args`)."""
+
+    z: np.ndarray  # logits in their compute dtype, class axis last
+    target: np.ndarray  # int64 (rows,) class indices, or (rows, C) probabilities of z's dtype
+    is_index: bool
+    weight: np.ndarray  # (C,) of z's dtype
+    eps: float
+    ignore_index: int
+    reduction: str
+    scale: Any  # 1 / temperature as a scalar of z's dtype
+    grad_output: np.ndarray  # float64, one entry per row
+    mask: np.ndarray | None  # bool (rows, C), or None
+
+
+def cross_entropy_args(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
+                       label_smoothing: Any, temperature: Any, grad_output: Any,
+                       where: Any) -> CrossEntropyArgs:
+    """Every check of the cross-entropy family, shared by the kernels' wrappers and the reference.
+
+    Rows masked entirely by ``where`` become ignored rows (class-index targets).
+    """
+    z = as_float_array(logits, "logits")
+    if z.ndim == 0:
+        raise ValueError("logits must have at least 1 dimension (the class axis, last)")
+    classes = check_classes(z.shape, z.ndim - 1)
+    reduction = check_reduction(reduction)
+    eps = check_label_smoothing(label_smoothing)
+    ignore_index = check_ignore_index(ignore_index)
+    scale = scale_for(temperature, z.dtype)
+    t, is_index = check_target(target, z.shape, ignore_index, z.dtype)
+    w = check_weight(weight, classes, z.dtype)
+    gout = check_grad_output(grad_output, reduction, z.shape[:-1])
+    mask = check_where(where, z.shape, z.ndim - 1)
+    if mask is not None and is_index:
+        t = check_masked_index_target(t, mask, ignore_index, z.shape[:-1])
+    return CrossEntropyArgs(z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask)
 
 
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:

@@ -28,23 +28,13 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
          reduction: str, label_smoothing: float, temperature: float, grad_output: Any,
          want_grad: bool, out: np.ndarray | None, where: ArrayLike | None):
     """Validate, run the fused kernel once; return (loss, gradient or None)."""
-    z = v.as_float_array(logits, "logits")
-    if z.ndim == 0:
-        raise ValueError("logits must have at least 1 dimension (the class axis, last)")
-    classes = v.check_classes(z.shape, z.ndim - 1)
-    reduction = v.check_reduction(reduction)
-    eps = v.check_label_smoothing(label_smoothing)
-    ignore_index = v.check_ignore_index(ignore_index)
-    scale = v.scale_for(temperature, z.dtype)
-    t, is_index = v.check_target(target, z.shape, ignore_index, z.dtype)
-    w = v.check_weight(weight, classes, z.dtype)
-    batch = z.shape[:-1]
-    gout = v.check_grad_output(grad_output, reduction, batch)
+    z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask = v.cross_entropy_args(
+        logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
+        grad_output, where)
     if want_grad:
         v.check_out(out, z.shape, z.dtype)
-    mask = v.check_where(where, z.shape, z.ndim - 1)
-    if mask is not None and is_index:
-        t = v.check_masked_index_target(t, mask, ignore_index, z.shape[:-1])
+    classes = z.shape[-1]
+    batch = z.shape[:-1]
     rows = v.to_rows(z, z.ndim - 1)
     n = rows.shape[0]
     read_late = () if is_index else (t,)  # the gradient pass reads the target after the exp pass

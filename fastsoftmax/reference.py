@@ -140,25 +140,16 @@ def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, 
 def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
               grad_output, where):
     """Per-row weights q of the -log p terms, the mean denominator, log p, p and the upstream grads."""
-    z = v.as_float_array(logits, "logits")
-    if z.ndim == 0:
-        raise ValueError("logits must have at least 1 dimension (the class axis, last)")
-    classes = v.check_classes(z.shape, z.ndim - 1)
-    reduction = v.check_reduction(reduction)
-    eps = v.check_label_smoothing(label_smoothing)
-    ignore_index = v.check_ignore_index(ignore_index)
+    z, t, is_index, w, eps, ignore_index, reduction, _, gout, mask = v.cross_entropy_args(
+        logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
+        grad_output, where)
     inv_t = v.inverse_temperature(temperature)
-    t, is_index = v.check_target(target, z.shape, ignore_index, z.dtype)
-    w = v.check_weight(weight, classes, z.dtype).astype(np.float64)
-    gout = v.check_grad_output(grad_output, reduction, z.shape[:-1])
+    classes = z.shape[-1]
+    w = w.astype(np.float64)
     u = z.reshape(-1, classes).astype(np.float64) * inv_t
     n = u.shape[0]
-    kept = np.ones((n, classes), dtype=bool)
-    if where is not None:
-        kept = v.check_where(where, z.shape, z.ndim - 1)
-        u = np.where(kept, u, -np.inf)
-        if is_index:
-            t = v.check_masked_index_target(t, kept, ignore_index, z.shape[:-1])
+    kept = np.ones((n, classes), dtype=bool) if mask is None else mask
+    u = np.where(kept, u, -np.inf)
     n_kept = np.maximum(kept.sum(axis=1, keepdims=True), 1)  # smoothing over the kept classes
     if is_index:
         keep = t != ignore_index
