@@ -292,6 +292,9 @@ def _cache_impl():
 
 
 def test_numba_can_cache_follows_numbas_locators(tmp_path, monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")  # as without NUMBA_CACHE_DIR (CI sets it)
     source = tmp_path / "pkg" / "mod.py"
     source.parent.mkdir()
     source.write_text("x = 1\n")
