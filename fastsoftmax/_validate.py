@@ -242,6 +242,20 @@ def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | N
     return to_rows(mask, axis)
 
 
+def product_args(a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any,
+                 out: Any) -> tuple[np.ndarray, np.ndarray, int, Any]:
+    """Checks of the two-input derivative products (JVP/VJP): (a, b, axis, 1/T in the dtype)."""
+    dtype = common_dtype(a, b, names=names)
+    a = as_float_array(a, names[0], dtype)
+    b = as_float_array(b, names[1], dtype)
+    check_same_shape(a, b, *names)
+    axis = normalize_axis(axis, a.ndim)
+    check_classes(a.shape, axis)
+    scale = scale_for(temperature, dtype)
+    check_out(out, a.shape, dtype)
+    return a, b, axis, scale
+
+
 class CrossEntropyArgs(NamedTuple):
     """The checked arguments of a cross-entropy call (see :func:`cross_entropy_args`)."""
 

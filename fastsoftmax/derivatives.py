@@ -43,16 +43,9 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
 
 def _product(kernel, a: ArrayLike, b: ArrayLike, names: tuple[str, str], axis: int,
              temperature: float, out: np.ndarray | None) -> np.ndarray:
-    dtype = v.common_dtype(a, b, names=names)
-    a = v.as_float_array(a, names[0], dtype)
-    b = v.as_float_array(b, names[1], dtype)
-    v.check_same_shape(a, b, *names)
-    axis = v.normalize_axis(axis, a.ndim)
-    v.check_classes(a.shape, axis)
-    scale = v.scale_for(temperature, dtype)
-    v.check_out(out, a.shape, dtype)
+    a, b, axis, scale = v.product_args(a, b, names, axis, temperature, out)
     rows_a, rows_b = v.to_rows(a, axis), v.to_rows(b, axis)
-    dest = v.RowsOut(out, a.shape, dtype, axis, (rows_a, rows_b))
+    dest = v.RowsOut(out, a.shape, a.dtype, axis, (rows_a, rows_b))
     launch(kernel, rows_a.size, rows_a, rows_b, scale, dest.rows)
     return dest.result()
 

@@ -96,22 +96,10 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
     return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
 
 
-def _product(a, b, names, axis, temperature, out):
-    dtype = v.common_dtype(a, b, names=names)
-    a = v.as_float_array(a, names[0], dtype)
-    b = v.as_float_array(b, names[1], dtype)
-    v.check_same_shape(a, b, *names)
-    axis = v.normalize_axis(axis, a.ndim)
-    v.check_classes(a.shape, axis)
-    inv_t = dtype.type(v.inverse_temperature(temperature))
-    v.check_out(out, a.shape, dtype)
-    return a, b, axis, inv_t
-
-
 def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
                 out=None) -> np.ndarray:
     """Reference: ``np.einsum('...ij,...j->...i', J, v) / T`` with the full Jacobian J."""
-    p, t, axis, inv_t = _product(probs, tangent, ("probs", "tangent"), axis, temperature, out)
+    p, t, axis, inv_t = v.product_args(probs, tangent, ("probs", "tangent"), axis, temperature, out)
     jac = softmax_jacobian(p, axis)
     res = np.einsum("...ij,...j->...i", jac, np.moveaxis(t, axis, -1)) * inv_t
     return _finish(np.moveaxis(res, -1, axis), out)
@@ -120,7 +108,7 @@ def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, tempera
 def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
                 out=None) -> np.ndarray:
     """Reference: ``np.einsum('...j,...ji->...i', g, J) / T`` with the full Jacobian J."""
-    p, g, axis, inv_t = _product(probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
+    p, g, axis, inv_t = v.product_args(probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
     jac = softmax_jacobian(p, axis)
     res = np.einsum("...j,...ji->...i", np.moveaxis(g, axis, -1), jac) * inv_t
     return _finish(np.moveaxis(res, -1, axis), out)
@@ -129,7 +117,7 @@ def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *, tempe
 def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
                     temperature: float = 1.0, out=None) -> np.ndarray:
     """Reference: ``g^T (I - 1 p^T) / T`` with p = exp(logp): the log_softmax Jacobian is I - 1 p^T."""
-    lp, g, axis, inv_t = _product(log_probs, cotangent, ("log_probs", "cotangent"), axis, temperature, out)
+    lp, g, axis, inv_t = v.product_args(log_probs, cotangent, ("log_probs", "cotangent"), axis, temperature, out)
     p = np.exp(np.moveaxis(lp, axis, -1))
     c = p.shape[-1]
     jac = np.eye(c, dtype=p.dtype) - np.ones((c, 1), dtype=p.dtype) * p[..., None, :]
