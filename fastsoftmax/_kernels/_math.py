@@ -12,6 +12,7 @@ These are plain njit functions; LLVM inlines them into the row kernels (checked 
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -141,7 +142,8 @@ def exp_shifted(x, shift, scale):
     where a plain ``exp(x - m)`` loses |x - m| * 6e-8. float64 does not need it (|x - m| * 1.1e-16
     stays below 1e-14 for every entry above 1e-30) and LLVM will not vectorize the longer form.
     """
-    raise NotImplementedError("only callable from numba-compiled code")
+    with np.errstate(all="ignore"):  # plain-Python body: runs only with NUMBA_DISABLE_JIT=1
+        return type(x)(np.exp((np.float64(x) - np.float64(shift)) * np.float64(scale)))
 
 
 @overload(exp_shifted, jit_options={"cache": True, "error_model": "numpy"})
@@ -155,7 +157,8 @@ def _exp_shifted_overload(x, shift, scale):
 
 def vexp(x):
     """exp(x) in the dtype of x (float32 or float64); vectorizes; NaN stays NaN."""
-    raise NotImplementedError("only callable from numba-compiled code")
+    with np.errstate(all="ignore"):  # plain-Python body: runs only with NUMBA_DISABLE_JIT=1
+        return type(x)(np.exp(x))
 
 
 @overload(vexp, jit_options={"cache": True, "error_model": "numpy"})
@@ -258,7 +261,8 @@ def _log_f64(x):
 
 def vlog(x):
     """log(x) in the dtype of x (float32 or float64); vectorizes; NaN stays NaN."""
-    raise NotImplementedError("only callable from numba-compiled code")
+    with np.errstate(all="ignore"):  # plain-Python body: runs only with NUMBA_DISABLE_JIT=1
+        return type(x)(np.log(x))
 
 
 @overload(vlog, jit_options={"cache": True, "error_model": "numpy"})
@@ -308,6 +312,20 @@ def _key_to_float(typingctx, key):
         return builder.bitcast(bits, ir.FloatType() if width == 32 else ir.DoubleType())
 
     return float_type(key), codegen
+
+
+if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (coverage runs): intrinsics in plain NumPy
+
+    def _order_key(x):
+        bits = np.asarray(x).view(np.int32 if np.asarray(x).dtype == np.float32 else np.int64)[()]
+        width = bits.dtype.itemsize * 8
+        return bits ^ ((bits >> (width - 1)) & ((1 << (width - 1)) - 1))
+
+    def _key_to_float(key):
+        key = np.asarray(key)[()]
+        width = key.dtype.itemsize * 8
+        bits = np.asarray(key ^ ((key >> (width - 1)) & ((1 << (width - 1)) - 1)))
+        return bits.view(np.float32 if width == 32 else np.float64)[()]
 
 
 @njit(error_model="numpy", cache=True)
