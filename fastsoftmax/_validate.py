@@ -91,7 +91,7 @@ _UNIT_SCALE = {np.dtype(np.float32): np.float32(1.0), np.dtype(np.float64): np.f
 
 def scale_for(temperature: Any, dtype: np.dtype):
     """1 / temperature as a scalar of ``dtype``, finite there (float32 overflows sooner)."""
-    if temperature == 1.0 and type(temperature) in (float, int):  # the default, kept cheap
+    if type(temperature) in (float, int) and temperature == 1.0:  # the default, kept cheap
         return _UNIT_SCALE[dtype]
     inv = inverse_temperature(temperature)
     scale = dtype.type(inv)
