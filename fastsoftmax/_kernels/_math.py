@@ -435,6 +435,14 @@ def row_exp_inplace(x, shift, scale, mask):
     return total
 
 
+@njit(error_model="numpy", cache=True)
+def row_exp_into(x, shift, scale, out, mask):
+    """:func:`row_exp_store` into ``out``, through :func:`row_exp_inplace` when ``out`` is ``x``."""
+    if same_memory(x, out):
+        return row_exp_inplace(out, shift, scale, mask)
+    return row_exp_store(x, shift, scale, out, mask)
+
+
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_dot(x, y, mask):
     """sum_j x_j * y_j over entries where ``mask`` is True (all when None): within a block in the

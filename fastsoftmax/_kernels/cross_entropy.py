@@ -28,13 +28,11 @@ from ._math import (
     row_count,
     row_count_posinf,
     row_dot,
-    row_exp_inplace,
-    row_exp_store,
+    row_exp_into,
     row_exp_sum,
     row_has_nan,
     row_max,
     row_sum,
-    same_memory,
 )
 
 
@@ -79,12 +77,10 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
         # everything that reads z comes before the exp pass, which may overwrite z
         zy = np.float64(z[y])
         wz = row_dot(weight, z, mask) if b != 0.0 else 0.0
-        if not want_grad:
-            total = row_exp_sum(z, m, s, mask)
-        elif same_memory(z, grad):  # in place: one array, so the loop vectorizes
-            total = row_exp_inplace(grad, m, s, mask)
+        if want_grad:
+            total = row_exp_into(z, m, s, grad, mask)
         else:
-            total = row_exp_store(z, m, s, grad, mask)
+            total = row_exp_sum(z, m, s, mask)
         if total == total:
             lse = np.log(total)
             mf = np.float64(m)
@@ -183,12 +179,10 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
         if finite_max:
             B += q * (mf - z[c]) if q != 0.0 else 0.0
     if finite_max:
-        if not want_grad:
-            total = row_exp_sum(z, m, s, mask)
-        elif same_memory(z, grad):  # in place: one array, so the loop vectorizes
-            total = row_exp_inplace(grad, m, s, mask)
+        if want_grad:
+            total = row_exp_into(z, m, s, grad, mask)
         else:
-            total = row_exp_store(z, m, s, grad, mask)
+            total = row_exp_sum(z, m, s, mask)
         if total == total:
             loss = A * np.log(total) + s * B
             if want_grad:

@@ -17,8 +17,7 @@ from ._math import (
     FASTMATH,
     exp_shifted,
     row_count_posinf,
-    row_exp_inplace,
-    row_exp_store,
+    row_exp_into,
     row_exp_sum,
     row_has_nan,
     row_max,
@@ -42,10 +41,7 @@ def softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(0.0)
         return
-    if same_memory(x, out):
-        total = row_exp_inplace(out, m, scale, mask)
-    else:
-        total = row_exp_store(x, m, scale, out, mask)
+    total = row_exp_into(x, m, scale, out, mask)
     if total != total:
         out[:] = np.nan
         return
