@@ -137,15 +137,9 @@ def _bench_command(args: argparse.Namespace) -> int:
 
 
 def _info_command(args: argparse.Namespace) -> int:
-    import fastsoftmax
+    from ._info import info
 
-    info = getattr(fastsoftmax, "info", None)
-    if info is None:
-        print(f"fastsoftmax {fastsoftmax.__version__}: `info` is not available in this version")
-        return 0
-    result = info()
-    if result is not None:
-        print(result)
+    print(info())
     return 0
 
 

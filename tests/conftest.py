@@ -13,6 +13,10 @@ arguments and the largest class count the reference can afford. Other test modul
 
 Hypothesis profiles: "ci" (the default: 50 examples, no deadline) and "long" (10,000 examples),
 chosen with the environment variable ``FASTSOFTMAX_HYPOTHESIS_PROFILE=long``.
+
+With ``NUMBA_DISABLE_JIT=1`` (the coverage run, ``PLAIN_PYTHON``) the kernels run as plain Python,
+element by element: tests marked ``needs_jit`` are skipped there, and shape lists leave out their
+``jit_only(...)`` entries. Everything runs when the kernels are compiled.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -36,6 +41,34 @@ settings.register_profile("ci", max_examples=50, deadline=None,
 settings.register_profile("long", max_examples=10_000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("FASTSOFTMAX_HYPOTHESIS_PROFILE", "ci"))
+
+# --------------------------------------------------------------------------- plain-Python runs
+
+PLAIN_PYTHON = bool(numba.config.DISABLE_JIT)
+# Tests that need the compiled kernels: large inputs (plain Python takes ~20 us per exp), thread
+# counts, the disk cache, or rounding that only the compiled code has (FMA contraction, reductions
+# over 32 partial sums). Skipped when NUMBA_DISABLE_JIT=1.
+needs_jit = pytest.mark.needs_jit
+
+
+def jit_only(*items: Any) -> list[Any]:
+    """``list(items)``, or ``[]`` when the kernels run as plain Python (``NUMBA_DISABLE_JIT=1``)."""
+    return [] if PLAIN_PYTHON else list(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if PLAIN_PYTHON:  # NumPy scalars warn where the compiled kernels (numpy error model) do not
+        config.addinivalue_line("filterwarnings", r"ignore::RuntimeWarning:fastsoftmax\._kernels")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not PLAIN_PYTHON:
+        return
+    skip = pytest.mark.skip(reason="needs the compiled kernels (NUMBA_DISABLE_JIT=1 is set)")
+    for item in items:
+        if item.get_closest_marker("needs_jit") is not None:
+            item.add_marker(skip)
+
 
 # --------------------------------------------------------------------------- input makers
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import PLAIN_PYTHON, jit_only, needs_jit
 from numba import njit
 
 import fastsoftmax as fs
 from fastsoftmax._kernels._math import vexp, vlog
 
 LONGDOUBLE_IS_WIDER = np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
+# Compiled, each Horner step of the exp polynomial is one FMA; plain Python (NUMBA_DISABLE_JIT=1)
+# rounds the product and the sum apart, which measured 1.19 ulp (float32) and 1.13 ulp (float64).
+EXP_ULP = 1.25 if PLAIN_PYTHON else 1.0
 
 
 @njit(error_model="numpy")
@@ -35,7 +39,7 @@ def _ulp_error(got, exact, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vexp_within_one_ulp_over_the_normal_range(dtype):
+def test_vexp_ulp_error_over_the_normal_range(dtype):
     info = np.finfo(dtype)
     lo, hi = np.log(float(info.tiny)), np.log(float(info.max))
     x = np.linspace(lo, hi, 400_001).astype(dtype)
@@ -43,7 +47,7 @@ def test_vexp_within_one_ulp_over_the_normal_range(dtype):
     _apply_vexp(x, got)
     exact = np.exp(x.astype(np.longdouble))
     inside = (exact >= info.tiny) & (exact <= info.max)
-    assert _ulp_error(got[inside], exact[inside], dtype).max() <= 1.0
+    assert _ulp_error(got[inside], exact[inside], dtype).max() <= EXP_ULP
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -95,7 +99,7 @@ def _float64_softmax(x):
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("log2_len", [1, 4, 10, 14, 17, 20])
+@pytest.mark.parametrize("log2_len", [1, 4, 10, 14, 17, *jit_only(20)])
 def test_float32_softmax_long_rows(log2_len):
     rng = np.random.default_rng(log2_len)
     # wide logits: entries down to ~1e-30 and below, where a plain exp(x - max) in float32 loses
@@ -110,7 +114,7 @@ def test_float32_softmax_long_rows(log2_len):
 
 
 @pytest.mark.skipif(not LONGDOUBLE_IS_WIDER, reason="np.longdouble is float64 on this platform")
-@pytest.mark.parametrize("log2_len", [1, 10, 17, 20])
+@pytest.mark.parametrize("log2_len", [1, 10, 17, *jit_only(20)])
 def test_float64_softmax_long_rows(log2_len):
     rng = np.random.default_rng(100 + log2_len)
     x = rng.standard_normal((1, 2**log2_len)) * 12
@@ -123,6 +127,7 @@ def test_float64_softmax_long_rows(log2_len):
     assert rel.max() <= 1e-13
 
 
+@needs_jit
 def test_compensated_subtraction_is_what_keeps_float32_accurate():
     # the oracle check above would fail without the TwoSum in exp_shifted: rounding x - max to
     # float32 alone already costs more than the 3e-6 budget on these rows

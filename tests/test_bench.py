@@ -304,6 +304,34 @@ def test_command_runs(tmp_path):
     assert r["impls"]["fastsoftmax"]["repeats"] == 1
 
 
+def test_command_in_process_writes_json_and_plot(tmp_path, capsys):
+    """The same command through ``main``: one thread, a JSON file and a chart."""
+    pytest.importorskip("matplotlib")
+    import numba
+
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    before = numba.get_num_threads()
+    try:
+        assert main(["bench", "--ops", "log_softmax", "--shapes", "5x3", "--dtypes", "float64",
+                     "--impls", "fastsoftmax", "--repeats", "1", "--threads", "1",
+                     "--json", str(out), "--plot", str(png)]) == 0
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+    text = capsys.readouterr().out
+    assert "### log_softmax" in text and f"wrote {out}" in text and f"wrote {png}" in text
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["id"] == "log_softmax|5x3|float64" and r["impls"]["fastsoftmax"]["repeats"] == 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_rejects_too_many_threads(capsys):
+    import numba
+
+    assert main(["bench", "--threads", str(numba.config.NUMBA_NUM_THREADS + 1)]) == 2
+    assert "exceeds numba's limit" in capsys.readouterr().err
+
+
 def test_command_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--ops", "softmx"])

@@ -12,7 +12,15 @@ import itertools
 import numba
 import numpy as np
 import pytest
-from conftest import INPUT_DTYPES, LAYOUT_NAMES, REJECTED_DTYPES, RESULT_DTYPE, layouts
+from conftest import (
+    INPUT_DTYPES,
+    LAYOUT_NAMES,
+    REJECTED_DTYPES,
+    RESULT_DTYPE,
+    jit_only,
+    layouts,
+    needs_jit,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -29,7 +37,7 @@ BCE_WITH_GRAD = fs.binary_cross_entropy_with_logits_with_grad
 
 # kernel vs twin (twin computed in float64 and rounded): a few ulp of the result dtype
 RTOL = {np.dtype(np.float32): 4e-6, np.dtype(np.float64): 1e-13}
-SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (4, 0, 3), (SPAN + 3,), (3, 2 * SPAN + 1)]
+SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (4, 0, 3), (SPAN + 3,), *jit_only((3, 2 * SPAN + 1))]
 
 
 def close(actual, expected, rtol=None, scale_atol=True, msg=""):
@@ -144,7 +152,7 @@ def weight_of(kind, shape, rng):
 @pytest.mark.parametrize("w_kind", list(WEIGHT_SHAPES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64], ids=str)
 def test_bce_matches_reference(dtype, w_kind, pw_kind, reduction, rng):
-    for shape in [(6, 5), (2, 3, 4), (9,), (3, 2 * SPAN + 3), (1100, 7)]:
+    for shape in [(6, 5), (2, 3, 4), (9,), *jit_only((3, 2 * SPAN + 3), (1100, 7))]:
         x = logits_of(shape, dtype, rng)
         y = soft_targets(shape, rng)
         kw = dict(weight=weight_of(w_kind, shape, rng), pos_weight=weight_of(pw_kind, shape, rng),
@@ -417,6 +425,7 @@ def test_nan_stays_local():
 
 
 @pytest.mark.parametrize("pos_weight", [None, "class"])
+@needs_jit
 def test_thread_count_invariance(pos_weight, rng):
     shape = (300, 257) if pos_weight else (77_777,)
     x = logits_of(shape, np.float32, rng)

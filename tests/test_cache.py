@@ -20,17 +20,13 @@ import sys
 import tempfile
 import textwrap
 
-import numba as _numba
 import numpy as np
 import pytest
+from conftest import needs_jit
 
 import fastsoftmax as fs
 from fastsoftmax import _runtime
 from fastsoftmax import reference as ref
-
-# With NUMBA_DISABLE_JIT (the coverage run) numba caches nothing: the subprocess tests are skipped.
-needs_jit = pytest.mark.skipif(_numba.config.DISABLE_JIT,
-                                reason="needs the JIT (NUMBA_DISABLE_JIT is set)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "fastsoftmax")

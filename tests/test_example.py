@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import needs_jit
 
 pytest.importorskip("sklearn", reason="the example needs scikit-learn (the 'examples' extra)")
 
@@ -46,6 +47,7 @@ def test_short_run_learns_and_backends_agree(example):
     assert fast.test_accuracy[-1] > 0.8
 
 
+@needs_jit
 def test_default_run_reaches_stated_accuracy(example):
     """The README's command: 30 epochs, float32, fixed seed -> test accuracy >= 0.96."""
     res = example.main([], log=quiet)

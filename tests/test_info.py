@@ -11,13 +11,12 @@ import textwrap
 import numba
 import numpy as np
 import pytest
+from conftest import needs_jit
 
 import fastsoftmax as fs
 from fastsoftmax import _info, _runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs_jit = pytest.mark.skipif(numba.config.DISABLE_JIT,
-                               reason="needs the JIT (NUMBA_DISABLE_JIT is set)")
 
 KEYS = {
     "fastsoftmax": str, "python": str, "numpy": str, "numba": str, "llvmlite": str,

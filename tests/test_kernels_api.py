@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import needs_jit
 from numba import njit, prange
 
 import fastsoftmax as fs
@@ -224,6 +225,7 @@ def test_called_inside_user_prange(rng):
     same(out, fs.softmax(x))
 
 
+@needs_jit
 def test_public_names_are_njit_functions():
     from numba.core.registry import CPUDispatcher
 

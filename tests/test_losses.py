@@ -26,7 +26,9 @@ from conftest import (
     COMPARISONS,
     LAYOUT_NAMES,
     assert_close,
+    jit_only,
     layouts,
+    needs_jit,
     random_logits,
     rtol_for,
 )
@@ -86,9 +88,9 @@ OPTIONS = [
 OPTION_IDS = [o.id for o in OPTIONS]
 assert len(OPTIONS) == 144 and len(set(OPTION_IDS)) == 144
 
-# Shapes: logits shape, class axis last. (6,) is 1-D logits with a scalar target.
-SHAPES = [(1, 1), (4, 7), (0, 5), (2, 3, 5), (6,), (64, 1000)]
-SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
+# Shapes: logits shape, class axis last. (6,) is 1-D logits with a scalar target; rows of 40 take
+# the long-row kernel path (rows of under 20 classes are processed in chunks of rows).
+SHAPES = [(1, 1), (4, 7), (0, 5), (2, 3, 5), (6,), (5, 40), *jit_only((64, 1000))]
 TORCH_SHAPES = [(1, 1), (4, 7), (0, 5), (2, 3, 5), (6,)]
 
 
@@ -261,7 +263,7 @@ def _layout_params():
     for shape, sid in [((4, 7), "4x7"), ((2, 3, 5), "2x3x5"), ((64, 1000), "64x1000")]:
         for dtype in DTYPES:
             for layout in LAYOUT_NAMES:
-                params.append(pytest.param(shape, dtype, layout,
+                params.append(pytest.param(shape, dtype, layout, marks=[needs_jit] if shape[-1] > 100 else [],
                                            id=f"{sid}-{np.dtype(dtype).name}-{layout}"))
     return params
 
@@ -522,7 +524,8 @@ def test_reference_empty_batch_probability_mean() -> None:
 @pytest.mark.parametrize("index_target", [True, False], ids=["idx", "prob"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("shape", [(4, 7), (2, 3, 5), (64, 1000)], ids=["4x7", "2x3x5", "64x1000"])
+@pytest.mark.parametrize("shape", [(4, 7), (2, 3, 5), pytest.param((64, 1000), marks=needs_jit)],
+                         ids=["4x7", "2x3x5", "64x1000"])
 def test_with_grad_out_is_logits_in_place(shape, dtype, reduction, index_target) -> None:
     """``out=logits`` overwrites the logits with the gradient and returns that very array.
 
@@ -559,7 +562,8 @@ def _out_variants(shape: tuple[int, ...], dtype: Any) -> dict[str, tuple[np.ndar
 
 @pytest.mark.parametrize("fn", ["cross_entropy_backward", "cross_entropy_with_grad"])
 @pytest.mark.parametrize("variant", ["every_other_column", "fortran", "reversed_rows"])
-@pytest.mark.parametrize("shape", [(4, 7), (2, 3, 5), (64, 1000)], ids=["4x7", "2x3x5", "64x1000"])
+@pytest.mark.parametrize("shape", [(4, 7), (2, 3, 5), pytest.param((64, 1000), marks=needs_jit)],
+                         ids=["4x7", "2x3x5", "64x1000"])
 def test_out_non_contiguous(shape, variant, fn) -> None:
     """A non-contiguous ``out`` receives the gradient, is returned, and nothing else changes."""
     opts = Options(True, "custom", "mean", 0.1, 2.5, True)
@@ -747,10 +751,10 @@ def test_inf_rows_match_reference(index_target) -> None:
 @pytest.mark.parametrize("index_target", [True, False], ids=["idx", "prob"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@needs_jit
 def test_thread_count_invariance(dtype, reduction, index_target) -> None:
     """1 thread and 2 threads give bit-identical losses and gradients (> 32768 elements, so the
     parallel kernel runs with 2 threads)."""
-    import numba
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has fewer than 2 threads")

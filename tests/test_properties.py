@@ -8,7 +8,7 @@ examples per test.
 from __future__ import annotations
 
 import numpy as np
-from conftest import COMPARISONS, DERIVATIVES, FORWARD, assert_matches
+from conftest import COMPARISONS, DERIVATIVES, FORWARD, PLAIN_PYTHON, assert_matches
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -40,6 +40,15 @@ def eps_of(a) -> float:
     return float(np.finfo(np.asarray(a).dtype).eps)
 
 
+def plain_python_sum_ulps(classes: int) -> float:
+    """Extra rounding of a row sum, in ulp, when the kernels run as plain Python.
+
+    Compiled, a block of up to 256 terms is added in 32 partial sums of the row's dtype; plain
+    Python (NUMBA_DISABLE_JIT=1) adds them one by one: up to half an ulp more per term.
+    """
+    return min(classes, 256) / 2 if PLAIN_PYTHON else 0.0
+
+
 # ----------------------------------------------------------------------------- probabilities
 
 
@@ -52,7 +61,8 @@ def test_probabilities_sum_to_one_and_lie_in_unit_interval(xa, temperature):
     total = np.sum(p.astype(np.float64), axis=axis)
     classes = x.shape[axis]
     # each entry within a few ulp (relative) of exact, plus float64 block-sum rounding
-    np.testing.assert_allclose(total, 1.0, rtol=0, atol=6 * eps_of(p) + classes * EPS64)
+    ulps = 6 + plain_python_sum_ulps(classes)
+    np.testing.assert_allclose(total, 1.0, rtol=0, atol=ulps * eps_of(p) + classes * EPS64)
     assert np.all(p.max(axis=axis) >= 1.0 / classes * (1 - 4 * eps_of(p)))
 
 
@@ -113,7 +123,8 @@ def test_permutation_equivariance(xa, random):
     random.shuffle(perm)
     p = fs.softmax(x, axis=axis)
     q = fs.softmax(np.take(x, perm, axis=axis), axis=axis)
-    np.testing.assert_allclose(q, np.take(p, perm, axis=axis), rtol=4 * eps_of(x),
+    ulps = 4 + plain_python_sum_ulps(x.shape[axis])  # the row sum is added in another order
+    np.testing.assert_allclose(q, np.take(p, perm, axis=axis), rtol=ulps * eps_of(x),
                                atol=float(np.finfo(x.dtype).tiny))
 
 

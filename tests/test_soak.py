@@ -20,14 +20,10 @@ import subprocess
 import sys
 import textwrap
 
-import numba as _numba
-import pytest
+from conftest import needs_jit
 from test_threading import CASES, ROOT
 
-# With NUMBA_DISABLE_JIT (the coverage run) the kernels are plain Python: these scenarios would
-# take many minutes, numba writes no cache, and coverage does not see subprocesses anyway.
-pytestmark = pytest.mark.skipif(_numba.config.DISABLE_JIT,
-                                reason="needs the JIT (NUMBA_DISABLE_JIT is set)")
+pytestmark = needs_jit  # subprocess scenarios: coverage does not see them anyway
 
 CALLS = int(os.environ.get("FASTSOFTMAX_SOAK_CALLS", "100000"))
 MAX_GROWTH_MB = 20.0

@@ -27,15 +27,10 @@ import sys
 import textwrap
 from functools import cache
 
-import numba as _numba
 import pytest
+from conftest import needs_jit
 
 import fastsoftmax as fs
-
-# With NUMBA_DISABLE_JIT (the coverage run) the kernels are plain Python: the subprocess scenarios
-# would take many minutes, and coverage does not see subprocesses anyway.
-needs_jit = pytest.mark.skipif(_numba.config.DISABLE_JIT,
-                                reason="needs the JIT (NUMBA_DISABLE_JIT is set)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = ["tbb", "omp", "workqueue"]

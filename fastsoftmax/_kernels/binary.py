@@ -87,7 +87,7 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
     n = x.shape[0]
     c = x.dtype.type(coef)
     scratch = np.empty(0 if store_loss else min(n, BLOCK), dtype=x.dtype)
-    total = 0.0
+    total = np.float64(0.0)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
         xs, ts, ws, ps = x[start:stop], t[start:stop], w[start:stop], pw[start:stop]
@@ -178,7 +178,7 @@ def _bce(x, t, w, pw, coef, loss, sums, grad, span):
                        want_grad, inplace)
         if want_sum:
             sums[b] = s
-    total = 0.0
+    total = np.float64(0.0)
     for b in range(sums.shape[0]):  # in block order: the same sum for any thread count
         total += sums[b]
     return total

@@ -50,7 +50,7 @@ def _kept_weight(weight, wsum, mask):
     """(sum of the weights, number of classes) over the classes the row mask keeps."""
     if mask is None:
         return wsum, weight.shape[0]
-    total = 0.0
+    total = np.float64(0.0)
     count = 0
     for c in range(weight.shape[0]):
         if mask[c]:
@@ -123,9 +123,9 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
 def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want_grad, mask):
     n = z.shape[0]
     wsum = row_sum(weight)
-    inv_denom = 1.0
+    inv_denom = np.float64(1.0)
     if mean:
-        denom = 0.0
+        denom = np.float64(0.0)
         for i in range(n):
             if target[i] != ignore_index:
                 denom += weight[target[i]]
@@ -143,7 +143,7 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want
             loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
         else:
             loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, mask[i])
-    total = 0.0
+    total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
     return total * inv_denom if mean else total
@@ -169,8 +169,8 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
     mf = np.float64(m)
     finite_max = not (m == np.inf or m == -np.inf or m != m)
     # A = sum(q) and B = sum(q_c (m - z_c)), terms with q_c == 0 skipped; read before the exp pass
-    A = 0.0
-    B = 0.0
+    A = np.float64(0.0)
+    B = np.float64(0.0)
     for c in range(C):
         q = weight[c] * (keep * t[c] + add)
         if mask is not None:
@@ -200,7 +200,7 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
             grad[:] = np.nan
         return np.nan
     k = row_count_posinf(z, mask)
-    loss = 0.0
+    loss = np.float64(0.0)
     for c in range(C):
         q = weight[c] * (keep * t[c] + add)
         if q != 0.0 and (mask is None or mask[c]):
@@ -223,7 +223,7 @@ def _prob(z, target, weight, eps, s, gout, mean, loss, grad, want_grad, mask):
             loss[i] = _prob_row(z[i], target[i], weight, eps, s, coef, g, want_grad, None)
         else:
             loss[i] = _prob_row(z[i], target[i], weight, eps, s, coef, g, want_grad, mask[i])
-    total = 0.0
+    total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
     return total * inv_denom if mean else total

@@ -122,7 +122,7 @@ def short_rows_exp(x, r0, r1, scale, e, m):
 def short_row_total(e, m, i):
     """(finite row, sum of the row's exps) for chunk row i; not finite -> the general row path."""
     C = e.shape[0] // m.shape[0]
-    total = 0.0
+    total = np.float64(0.0)
     for j in range(i * C, (i + 1) * C):
         total += e[j]
     ok = m[i] != np.inf and m[i] != -np.inf and total == total
