@@ -126,6 +126,8 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_label_smoothing(label_smoothing: Any) -> float:
+    if type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0:  # the common case, kept cheap
+        return label_smoothing
     if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, (numbers.Real, np.floating)):
         raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
     eps = float(label_smoothing)
@@ -135,6 +137,8 @@ def check_label_smoothing(label_smoothing: Any) -> float:
 
 
 def check_ignore_index(ignore_index: Any) -> int:
+    if type(ignore_index) is int and -(2**63) <= ignore_index < 2**63:  # the common case, kept cheap
+        return ignore_index
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (numbers.Integral, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
     value = int(ignore_index)
@@ -177,14 +181,17 @@ def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
             raise ValueError(
                 f"class-index target has shape {t.shape}; expected {batch} (logits.shape[:-1])"
             )
-        bad = ~((t == ignore_index) | ((t >= 0) & (t < classes)))
-        if np.any(bad):
-            where = tuple(int(i) for i in np.argwhere(bad)[0]) if t.ndim else ()
-            value = t[where] if t.ndim else t[()]
-            raise ValueError(
-                f"target value {value} at index {where} is out of range [0, {classes}) "
-                f"and is not ignore_index={ignore_index}"
-            )
+        # two reductions settle the common case; the full check only when some entry is outside
+        # [0, C) (out of range, or ignore_index)
+        if t.size and not (t.min() >= 0 and t.max() < classes):
+            bad = ~((t == ignore_index) | ((t >= 0) & (t < classes)))
+            if np.any(bad):
+                where = tuple(int(i) for i in np.argwhere(bad)[0]) if t.ndim else ()
+                value = t[where] if t.ndim else t[()]
+                raise ValueError(
+                    f"target value {value} at index {where} is out of range [0, {classes}) "
+                    f"and is not ignore_index={ignore_index}"
+                )
         return np.ascontiguousarray(t, dtype=np.int64).reshape(-1), True
     if t.dtype.kind == "f":
         if t.shape != logits_shape:
@@ -216,10 +223,12 @@ def check_masked_index_target(t: np.ndarray, mask: np.ndarray, ignore_index: int
 
 def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) -> np.ndarray:
     """grad_output as a float64 array of one entry per row (a scalar is repeated)."""
+    rows = math.prod(batch)
+    if type(grad_output) is float:  # the common case, kept cheap
+        return np.full(rows, grad_output, dtype=np.float64)
     g = np.asarray(grad_output)
     if g.dtype.kind not in "biuf":
         raise TypeError(f"grad_output has dtype {g.dtype}; expected a real number or array")
-    rows = math.prod(batch)
     if g.shape == ():
         return np.full(rows, float(g), dtype=np.float64)
     if reduction == "none" and g.shape == batch:

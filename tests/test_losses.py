@@ -745,6 +745,33 @@ def test_inf_rows_match_reference(index_target) -> None:
                             ref.cross_entropy_backward(z, t, **kw), z, t, kw)
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["out_of_place", "in_place"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_short_rows_across_chunks_match_reference(dtype, label_smoothing, in_place) -> None:
+    """Rows of fewer than 20 classes go through the kernels a chunk of rows at a time (113 rows of
+    9 here): special rows on both sides of a chunk boundary fall back to the general row code
+    without disturbing their neighbours, ignored rows give 0, and the gradient may overwrite the
+    logits."""
+    opts = Options(True, "custom", "none", label_smoothing, 2.5, True)
+    z, t, kw = make_case((300, 9), opts, seed=1450, dtype=dtype)
+    t[[3, 4, 112, 113, 114, 299]] = [1, 2, 0, 5, 8, 3]  # special rows below are not ignored
+    z[3, 2] = np.nan
+    z[112, [1, 4]] = np.inf
+    z[113, :] = -np.inf
+    z[114, 7] = np.inf
+    z[299, 0] = -np.inf
+    z0 = z.copy()
+    with np.errstate(all="ignore"):
+        loss_r, grad_r = ref.cross_entropy_with_grad(z0, t, **kw)
+        loss, grad = fs.cross_entropy_with_grad(z, t, **kw, out=z if in_place else None)
+    assert (grad is z) == in_place
+    assert_loss_matches(loss, loss_r, z0, t, kw)
+    assert_grad_matches(grad, grad_r, z0, t, kw)
+    assert np.all(np.isnan(grad[3])) and np.isnan(loss[3])
+    assert np.all(np.isfinite(grad[np.r_[0:3, 4:300]]))
+
+
 # --------------------------------------------------------------------------- threads
 
 
@@ -752,14 +779,15 @@ def test_inf_rows_match_reference(index_target) -> None:
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @needs_jit
-def test_thread_count_invariance(dtype, reduction, index_target) -> None:
-    """1 thread and 2 threads give bit-identical losses and gradients (> 32768 elements, so the
-    parallel kernel runs with 2 threads)."""
+@pytest.mark.parametrize("shape", [(301, 211), (1500, 9)], ids=["long_rows", "short_rows"])
+def test_thread_count_invariance(shape, dtype, reduction, index_target) -> None:
+    """1 thread and 2 threads give bit-identical losses and gradients (above SERIAL_BELOW, so the
+    parallel kernel runs with 2 threads; short rows go a chunk of rows at a time)."""
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has fewer than 2 threads")
     opts = Options(True, "default", reduction, 0.1, 2.5, index_target)
-    z, t, kw = make_case((301, 211), opts, seed=1500, dtype=dtype)
+    z, t, kw = make_case(shape, opts, seed=1500, dtype=dtype)
     assert z.size > SERIAL_BELOW  # the parallel kernel runs when 2 threads are allowed
     results = {}
     old = numba.get_num_threads()

@@ -34,6 +34,7 @@ from ._math import (
     row_max,
     row_sum,
 )
+from .softmax import CHUNK, SHORT_ROW, short_row_total, short_rows_exp
 
 
 @njit(error_model="numpy", cache=True)
@@ -60,6 +61,14 @@ def _kept_weight(weight, wsum, mask):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _index_loss(total, m, zy, wz, a, b, A, wsum, s):
+    """A row's class-index loss from its exp sum ``total`` (exps taken at the row max ``m``),
+    ``zy`` = z_y and ``wz`` = sum_c w_c z_c: ``A log(total) + s (a (m - z_y) + b (sum(w) m - wz))``."""
+    mf = np.float64(m)
+    return A * np.log(total) + s * (a * (mf - zy) + b * (wsum * mf - wz))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
     """Loss of one row with class index y; writes the gradient into ``grad`` if asked.
 
@@ -82,9 +91,7 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
         else:
             total = row_exp_sum(z, m, s, mask)
         if total == total:
-            lse = np.log(total)
-            mf = np.float64(m)
-            loss = A * lse + s * (a * (mf - zy) + b * (wsum * mf - wz))
+            loss = _index_loss(total, m, zy, wz, a, b, A, wsum, s)
             if want_grad:
                 c1 = T(coef * s * A / total)
                 if b != 0.0:
@@ -120,8 +127,46 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
     return loss
 
 
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, s, gout, inv_denom,
+                      loss, grad, want_grad):
+    """Rows r0..r1 of an array of short rows (C < SHORT_ROW, no mask): the exps of all the rows
+    in one vectorized loop into scratch (as ``softmax.short_rows``), then each row's loss and
+    gradient. Everything reads z before row i's gradient is written, so grad may be z."""
+    T = z.dtype.type
+    C = z.shape[1]
+    e = np.empty((r1 - r0) * C, dtype=z.dtype)
+    m = np.empty(r1 - r0, dtype=z.dtype)
+    short_rows_exp(z, r0, r1, s, e, m)
+    b = eps / C
+    for i in range(r0, r1):
+        y = target[i]
+        g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
+        if y == ignore_index:
+            loss[i] = 0.0
+            if want_grad:
+                g[:] = 0.0
+            continue
+        coef = gout[i] * inv_denom
+        ok, total = short_row_total(e, m, i - r0)
+        if not ok:  # NaN, +inf or only -inf: the general row code
+            loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
+            continue
+        a = (1.0 - eps) * weight[y]
+        A = a + b * wsum
+        wz = row_dot(weight, z[i], None) if b != 0.0 else 0.0
+        loss[i] = _index_loss(total, m[i - r0], np.float64(z[i, y]), wz, a, b, A, wsum, s)
+        if want_grad:
+            c1 = T(coef * s * A / total)
+            c2 = T(coef * s * b)
+            off = (i - r0) * C
+            for j in range(C):
+                g[j] = c1 * e[off + j] - c2 * weight[j]
+            g[y] -= T(coef * s * a)
+
+
 def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want_grad, mask):
-    n = z.shape[0]
+    n, C = z.shape
     wsum = row_sum(weight)
     inv_denom = np.float64(1.0)
     if mean:
@@ -130,19 +175,25 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want
             if target[i] != ignore_index:
                 denom += weight[target[i]]
         inv_denom = 1.0 / denom if denom != 0.0 else np.nan
-    for i in prange(n):
-        y = target[i]
-        if y == ignore_index:
-            loss[i] = 0.0
-            if want_grad:
-                grad[i, :] = 0.0
-            continue
-        coef = gout[i] * inv_denom
-        g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
-        if mask is None:
-            loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
-        else:
-            loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, mask[i])
+    if mask is None and C < SHORT_ROW:
+        R = max(1, CHUNK // C)
+        for c in prange((n + R - 1) // R):
+            _index_short_rows(z, c * R, min(n, c * R + R), target, weight, wsum, ignore_index, eps,
+                              s, gout, inv_denom, loss, grad, want_grad)
+    else:
+        for i in prange(n):
+            y = target[i]
+            if y == ignore_index:
+                loss[i] = 0.0
+                if want_grad:
+                    grad[i, :] = 0.0
+                continue
+            coef = gout[i] * inv_denom
+            g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
+            if mask is None:
+                loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
+            else:
+                loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, mask[i])
     total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
