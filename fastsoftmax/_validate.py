@@ -6,6 +6,7 @@ exactly the same inputs.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -161,7 +162,7 @@ def check_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray:
     w = np.ascontiguousarray(w, dtype=dtype)
     if not np.all(np.isfinite(w)):
         raise ValueError(f"weight holds a value too large for {dtype}")
-    return w
+    return kernel_input(w)
 
 
 def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
@@ -192,7 +193,7 @@ def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
                     f"target value {value} at index {where} is out of range [0, {classes}) "
                     f"and is not ignore_index={ignore_index}"
                 )
-        return np.ascontiguousarray(t, dtype=np.int64).reshape(-1), True
+        return kernel_input(np.ascontiguousarray(t, dtype=np.int64).reshape(-1)), True
     if t.dtype.kind == "f":
         if t.shape != logits_shape:
             raise ValueError(
@@ -201,7 +202,7 @@ def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
         t = np.ascontiguousarray(t, dtype=dtype).reshape(-1, classes)
         if not np.all(np.isfinite(t)):
             raise ValueError(f"probability target holds NaN or inf (or a value too large for {dtype})")
-        return t, False
+        return kernel_input(t), False
     raise TypeError(
         f"target has dtype {t.dtype}; expected integer class indices or floating probabilities"
     )
@@ -232,7 +233,7 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
     if g.shape == ():
         return np.full(rows, float(g), dtype=np.float64)
     if reduction == "none" and g.shape == batch:
-        return np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+        return kernel_input(np.ascontiguousarray(g, dtype=np.float64).reshape(-1))
     expected = f"a scalar or an array of shape {batch}" if reduction == "none" else "a scalar"
     raise ValueError(f"grad_output has shape {g.shape}; with reduction={reduction!r} it must be {expected}")
 
@@ -304,10 +305,27 @@ def cross_entropy_args(logits: Any, target: Any, weight: Any, ignore_index: Any,
     return CrossEntropyArgs(z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask)
 
 
+def kernel_input(a: np.ndarray) -> np.ndarray:
+    """``a`` as a kernel input: ``a`` itself, or for a read-only C-contiguous ``a`` a writable
+    alias of the same memory.
+
+    numba types read-only arrays apart and compiles every kernel again for them: seconds per
+    function, dtype and combination of read-only arguments, on the first call. The kernels never
+    write their inputs (only ``out``, which must be writable), so a read-only input goes in as
+    an alias typed like any other array. The caller keeps ``a`` alive while the kernel runs.
+    """
+    if a.flags.writeable:
+        return a
+    if a.size == 0:
+        return np.empty(a.shape, a.dtype)
+    memory = (ctypes.c_char * a.nbytes).from_address(a.ctypes.data)
+    return np.frombuffer(memory, dtype=a.dtype).reshape(a.shape)
+
+
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
-    """A C-contiguous (rows, classes) array with ``axis`` last (a view when possible)."""
+    """A C-contiguous (rows, classes) kernel input with ``axis`` last (a view when possible)."""
     if axis == x.ndim - 1 and x.flags.c_contiguous:
-        return x.reshape(-1, x.shape[-1])
+        return kernel_input(x.reshape(-1, x.shape[-1]))
     moved = np.moveaxis(x, axis, -1)
     return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
 

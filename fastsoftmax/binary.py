@@ -71,8 +71,8 @@ def check_broadcast_weight(weight: Any, name: str, shape: tuple[int, ...],
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous 1-D array of ``a``'s entries in C order (a view when possible)."""
-    return np.ascontiguousarray(a).reshape(-1)
+    """A C-contiguous 1-D kernel input of ``a``'s entries in C order (a view when possible)."""
+    return v.kernel_input(np.ascontiguousarray(a).reshape(-1))
 
 
 class _FlatOut:
@@ -175,7 +175,7 @@ def _weight_operand(w: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.nd
     if w is None:
         return None, 1
     if w.ndim == 0 or all(d == 1 for d in w.shape[:-1]):
-        vec = np.ascontiguousarray(w).reshape(-1)
+        vec = v.kernel_input(np.ascontiguousarray(w).reshape(-1))
         return vec, vec.shape[0]
     return _flat(np.broadcast_to(w, shape)), 0
 

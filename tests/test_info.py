@@ -174,6 +174,38 @@ def test_warmup_compiles_every_kernel_both_ways():
     assert again < 10.0  # everything is compiled now: only the calls themselves
 
 
+def _read_only(value):
+    if isinstance(value, np.ndarray):
+        value = value.copy()
+        value.flags.writeable = False
+    return value
+
+
+@needs_jit
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_read_only_inputs_compile_nothing_new(dtype):
+    """Read-only inputs (np.broadcast_to, memory maps, arrays from other libraries) reach the
+    kernels compiled for writable ones: no new compilation, the same results, inputs intact."""
+    def counts():
+        return {id(k): (len(k.serial.signatures), len(k.parallel.signatures))
+                for k in _info._row_kernels()}
+
+    calls = _info._calls(np.dtype(dtype), 3, 4) + _info._calls(np.dtype(dtype), 2000, 9)
+    expected = [getattr(fs, name)(*args, **kwargs) for name, args, kwargs in calls]
+    before = counts()
+    for (name, args, kwargs), want in zip(calls, expected):
+        ro_args = tuple(_read_only(a) for a in args)
+        ro_kwargs = {k: _read_only(a) for k, a in kwargs.items()}
+        got = getattr(fs, name)(*ro_args, **ro_kwargs)
+        for g, w in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            np.testing.assert_array_equal(g, w, err_msg=name, strict=True)
+        for a, b in zip(ro_args + tuple(ro_kwargs.values()), args + tuple(kwargs.values())):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b, err_msg=name, strict=True)
+    assert counts() == before
+
+
 def test_warmup_other_dtypes_and_single_dtype():
     assert isinstance(fs.warmup("float32"), float)
     assert isinstance(fs.warmup(dtypes=[np.float16, "int32", bool]), float)

@@ -34,7 +34,7 @@ from ._math import (
     row_max,
     row_sum,
 )
-from .softmax import CHUNK, SHORT_ROW, short_row_totals, short_rows_exp
+from .softmax import CHUNK, SHORT_ROW, short_row_total, short_rows_exp
 
 
 @njit(error_model="numpy", cache=True)
@@ -138,7 +138,6 @@ def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, s, gou
     e = np.empty((r1 - r0) * C, dtype=z.dtype)
     m = np.empty(r1 - r0, dtype=z.dtype)
     short_rows_exp(z, r0, r1, s, e, m)
-    totals = short_row_totals(e, m)
     b = eps / C
     for i in range(r0, r1):
         y = target[i]
@@ -149,8 +148,8 @@ def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, s, gou
                 g[:] = 0.0
             continue
         coef = gout[i] * inv_denom
-        total = totals[i - r0]
-        if total != total:  # NaN, +inf or only -inf: the general row code
+        ok, total = short_row_total(e, m, i - r0)
+        if not ok:  # NaN, +inf or only -inf: the general row code
             loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
             continue
         a = (1.0 - eps) * weight[y]

@@ -119,23 +119,14 @@ def short_rows_exp(x, r0, r1, scale, e, m):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def short_row_totals(e, m):
-    """Sums of the chunk's rows of exps (``e`` flat, one row per entry of ``m``), in float64 with
-    each row's terms in order; NaN for a row that is not finite (-> the general row path).
-
-    The inner loop runs over rows, so the rows' add chains overlap instead of each row waiting on
-    its own: 3-4x faster than summing one row after the other at 16 classes.
-    """
-    rows = m.shape[0]
-    C = e.shape[0] // rows
-    total = np.zeros(rows)
-    for j in range(C):
-        for r in range(rows):
-            total[r] += e[r * C + j]
-    for r in range(rows):
-        if m[r] == np.inf or m[r] == -np.inf:
-            total[r] = np.nan
-    return total
+def short_row_total(e, m, i):
+    """(finite row, sum of the row's exps) for chunk row i; not finite -> the general row path."""
+    C = e.shape[0] // m.shape[0]
+    total = np.float64(0.0)
+    for j in range(i * C, (i + 1) * C):
+        total += e[j]
+    ok = m[i] != np.inf and m[i] != -np.inf and total == total
+    return ok, total
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -145,10 +136,9 @@ def short_rows(x, r0, r1, scale, out, log):
     e = np.empty((r1 - r0) * C, dtype=x.dtype)
     m = np.empty(r1 - r0, dtype=x.dtype)
     short_rows_exp(x, r0, r1, scale, e, m)
-    totals = short_row_totals(e, m)
     for i in range(r0, r1):
-        total = totals[i - r0]
-        if total != total:
+        ok, total = short_row_total(e, m, i - r0)
+        if not ok:
             if log:
                 log_softmax_row(x[i], scale, out[i], None)
             else:
@@ -206,10 +196,9 @@ def _logsumexp(x, out):
         e = np.empty((r1 - r0) * C, dtype=x.dtype)
         m = np.empty(r1 - r0, dtype=x.dtype)
         short_rows_exp(x, r0, r1, one, e, m)
-        totals = short_row_totals(e, m)
         for i in range(r0, r1):
-            total = totals[i - r0]
-            out[i] = np.float64(m[i - r0]) + np.log(total) if total == total else logsumexp_row(x[i])
+            ok, total = short_row_total(e, m, i - r0)
+            out[i] = np.float64(m[i - r0]) + np.log(total) if ok else logsumexp_row(x[i])
 
 
 softmax_rows = row_kernel(_softmax)
