@@ -17,9 +17,10 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
-    """float32/float64 stay; float16 computes in float32; bool and integers in float64."""
+    """float32/float64 stay (in native byte order); float16 computes in float32; bool and
+    integers in float64."""
     if dtype.char in "fd":
-        return dtype
+        return dtype if dtype.isnative else dtype.newbyteorder("=")
     if dtype == np.float16:
         return np.dtype(np.float32)
     if dtype.kind in "biu":
@@ -32,7 +33,7 @@ def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
 
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     """``x`` as an ndarray of its compute dtype (or of ``dtype`` when given)."""
-    if type(x) is np.ndarray and dtype is None and x.dtype.char in "fd":
+    if type(x) is np.ndarray and dtype is None and x.dtype.char in "fd" and x.dtype.isnative:
         return x  # the common case, kept cheap: the wrapper overhead is per call
     if x is None:
         raise TypeError(f"{name} must be an array, not None")
@@ -46,7 +47,8 @@ def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarr
 def common_dtype(*arrays: Any, names: tuple[str, ...]) -> np.dtype:
     """The promoted compute dtype of several inputs (float32 with float64 gives float64)."""
     first = arrays[0]
-    if all(type(a) is np.ndarray and a.dtype == first.dtype and a.dtype.char in "fd" for a in arrays):
+    if all(type(a) is np.ndarray and a.dtype == first.dtype and a.dtype.char in "fd"
+           and a.dtype.isnative for a in arrays):
         return first.dtype  # the common case, kept cheap
     dtypes = [compute_dtype(np.asarray(a).dtype, n) for a, n in zip(arrays, names)]
     return np.result_type(*dtypes)

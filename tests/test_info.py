@@ -206,6 +206,26 @@ def test_read_only_inputs_compile_nothing_new(dtype):
     assert counts() == before
 
 
+def _byte_swapped(value):
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
+        return value.astype(value.dtype.newbyteorder())
+    return value
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_byte_swapped_inputs_match_native(dtype):
+    """Arrays in non-native byte order (e.g. read from big-endian files) give the native results,
+    in the native dtype, for every call of warmup's table."""
+    for name, args, kwargs in _info._calls(np.dtype(dtype), 5, 7):
+        want = getattr(fs, name)(*args, **kwargs)
+        swapped_args = tuple(_byte_swapped(a) for a in args)
+        assert any(isinstance(a, np.ndarray) and not a.dtype.isnative for a in swapped_args)
+        got = getattr(fs, name)(*swapped_args, **{k: _byte_swapped(a) for k, a in kwargs.items()})
+        for g, w in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            np.testing.assert_array_equal(g, w, err_msg=name, strict=True)
+
+
 def test_warmup_other_dtypes_and_single_dtype():
     assert isinstance(fs.warmup("float32"), float)
     assert isinstance(fs.warmup(dtypes=[np.float16, "int32", bool]), float)
