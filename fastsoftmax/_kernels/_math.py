@@ -433,12 +433,17 @@ def row_exp_store(x, shift, scale, out, mask):
     total = np.float64(0.0)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
+        # block views indexed from 0: LLVM's runtime overlap check then covers exactly the block,
+        # and an ``out`` allocated right after ``x`` no longer sends the loop down its scalar path
+        # (slower, and summed in another order: results moved by an ulp with the placement)
+        xb = x[start:stop]
+        ob = out[start:stop]
         acc = zero
-        for j in range(start, stop):
-            e = exp_shifted(x[j], shift, scale)
+        for j in range(xb.shape[0]):
+            e = exp_shifted(xb[j], shift, scale)
             if mask is not None:
-                e = e if mask[j] else zero
-            out[j] = e
+                e = e if mask[start + j] else zero
+            ob[j] = e
             acc += e
         total += np.float64(acc)
     return total
