@@ -4,7 +4,11 @@ Slow and obviously right: softmax = exp(x - max) / sum, the Jacobian diag(p) - p
 by ``np.einsum`` over that Jacobian, cross-entropy as -sum(q * log_softmax) with PyTorch's
 weights, ignore_index, label smoothing and "mean" denominators, and its gradient as
 softmax * sum(q) - q. Tests compare the kernels against these; benchmarks time both.
-Computes in the same dtype as the fast functions (float32 stays float32).
+Computes in the same dtype as the fast functions (float32 stays float32; the losses in float64).
+
+Logs of sums are exact where the math allows: with m = max(u), logsumexp(u) = m + log1p(d), d
+the sum of exp(u - m) over every entry but one maximum (whose own term is exactly 1), so a term
+like exp(-40) is kept instead of rounded away by 1 + d; log_softmax = (u - m) - log1p(d).
 """
 
 from __future__ import annotations
@@ -58,29 +62,46 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
     return _finish(_safe_softmax(u, axis), out)
 
 
-def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
-                where=None) -> np.ndarray:
-    """Reference: ``log(softmax(x / T))`` with the limits for inf rows (-inf where masked)."""
-    u, axis = _prepare(x, axis, temperature, out, where)
-    with np.errstate(divide="ignore", invalid="ignore"):
+def _shift_and_log1p(u: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m, log1p(d)) with m = max(u) and d = sum(exp(u - m)) - 1 along ``axis`` (keepdims), the
+    -1 taken by leaving out the term of one maximum (exactly 1), not by a subtraction.
+
+    Where the maximum is not finite, m is returned as is and the log as 0 (callers take limits).
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
         m = np.max(u, axis=axis, keepdims=True)
         finite = np.isfinite(m)
-        lse = np.where(finite, m, 0) + np.log(np.sum(np.exp(u - np.where(finite, m, 0)), axis=axis, keepdims=True))
-        res = np.where(finite, u - lse, np.log(_safe_softmax(u, axis))).astype(u.dtype)
-    return _finish(res, out)
+        e = np.exp(u - np.where(finite, m, 0))
+        first_max = np.argmax(u, axis=axis, keepdims=True)
+        np.put_along_axis(e, first_max, 0, axis=axis)
+        return m, np.where(finite, np.log1p(np.sum(e, axis=axis, keepdims=True)), 0)
+
+
+def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
+                where=None) -> np.ndarray:
+    """Reference: ``(u - m) - log1p(d)``, u = x / T (-inf where masked), m = max(u), d as in
+    :func:`logsumexp`; for rows without a finite maximum ``log(softmax(u))``'s limits."""
+    u, axis = _prepare(x, axis, temperature, out, where)
+    return _finish(_log_softmax(u, axis).astype(u.dtype), out)
+
+
+def _log_softmax(u: np.ndarray, axis: int) -> np.ndarray:
+    m, log1p_d = _shift_and_log1p(u, axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(m), (u - m) - log1p_d, np.log(_safe_softmax(u, axis)))
 
 
 def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False, out=None) -> np.ndarray:
-    """Reference: ``m + log(sum(exp(x - m)))``, m = max(x)."""
+    """Reference: ``m + log1p(d)``, m = max(x), d = sum over all entries but one maximum of
+    ``exp(x - m)``; NaN, +inf and -inf rows give NaN, +inf and -inf."""
     x = v.as_float_array(x, "x")
     axis = v.normalize_axis(axis, x.ndim)
     v.check_classes(x.shape, axis)
     shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
     v.check_out(out, shape, x.dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.max(x, axis=axis, keepdims=True)
-        mm = np.where(np.isfinite(m), m, 0)
-        res = mm + np.log(np.sum(np.exp(x - mm), axis=axis, keepdims=True))
+    m, log1p_d = _shift_and_log1p(x, axis)
+    with np.errstate(invalid="ignore"):
+        res = np.where(np.isnan(x).any(axis=axis, keepdims=True), np.nan, m + log1p_d)
     if not keepdims:
         res = np.squeeze(res, axis=axis)
     return _finish(np.asarray(res, dtype=x.dtype), out)
@@ -158,8 +179,8 @@ def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothi
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output,
         where)
     p = _safe_softmax(u, -1)
+    logp = _log_softmax(u, -1)  # not log(p): p underflows to 0 where log p is still finite
     with np.errstate(divide="ignore", invalid="ignore"):
-        logp = np.log(p)
         rows = -np.sum(np.where(q != 0, q * logp, 0.0), axis=-1)
         scale = (1.0 / denom if denom != 0 else np.nan) if reduction == "mean" else 1.0  # 0/0
         grad = (p * q.sum(-1, keepdims=True) - q) * (gout * scale * inv_t)[:, None]

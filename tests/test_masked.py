@@ -65,7 +65,8 @@ def test_where_broadcasts_and_follows_axis():
 
 def test_all_true_mask_equals_no_mask():
     x = np.random.default_rng(2).standard_normal((5, 70)).astype(np.float32)
-    np.testing.assert_allclose(fs.softmax(x, where=True), fs.softmax(x), rtol=1e-7)
+    # the masked loop may be vectorized with another interleave (sum order): within 2 ulp
+    np.testing.assert_allclose(fs.softmax(x, where=True), fs.softmax(x), rtol=2.4e-7)
     np.testing.assert_allclose(fs.log_softmax(x, where=True), fs.log_softmax(x), rtol=1e-6, atol=1e-6)
 
 

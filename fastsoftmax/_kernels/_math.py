@@ -402,35 +402,65 @@ def same_memory(a, b):
     return a.ctypes.data == b.ctypes.data
 
 
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
+def split_one(e):
+    """(0, 1) for a term e of exactly 1, (e, 0) for e < 1 (and NaN): branch-free, so the loops
+    summing the parts vectorize. Compiled without ``reassoc``: in ``acc + (e - tie)`` with
+    reassociation allowed LLVM may compute ``(acc + e) - tie``, rounding a small acc away."""
+    tie = type(e)(e == type(e)(1.0))
+    return e - tie, tie
+
+
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
+def add_ties(rest, ones):
+    """rest + (ones - 1): a sum of exps minus 1 from the terms below 1 (``rest``) and the count of
+    terms equal to 1 (``ones`` >= 1). Compiled without ``reassoc``, which would turn it into
+    (rest + ones) - 1 and round ``rest`` away again."""
+    return rest + (ones - 1.0)
+
+
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_exp_sum(x, shift, scale, mask):
-    """sum_j exp((x_j - shift) * scale) in float64, over the entries where ``mask`` is True (all
-    when mask is None): within a block in the row's dtype (vectorized), across blocks in float64."""
+    """sum_j exp((x_j - shift) * scale) - 1 in float64, over the entries where ``mask`` is True
+    (all when mask is None), for ``shift`` the row maximum: the "rest" of a sum whose largest
+    term is exactly 1, so that ``log1p(rest)`` (not ``log(1 + rest)``) keeps terms far below 1.
+
+    Terms equal to 1 (the maximum's own, ties, and terms within an ulp of it) are counted apart
+    instead of added: 1 + exp(-40) would round to 1 in any accumulator. Within a block the sums
+    run in the row's dtype (vectorized), across blocks in float64.
+    """
     n = x.shape[0]
     zero = x.dtype.type(0.0)
-    total = np.float64(0.0)
+    rest = np.float64(0.0)
+    ones = np.float64(0.0)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
         acc = zero
+        cnt = zero
         for j in range(start, stop):
             e = exp_shifted(x[j], shift, scale)
             if mask is not None:
                 e = e if mask[j] else zero
-            acc += e
-        total += np.float64(acc)
-    return total
+            below, tie = split_one(e)
+            acc += below
+            cnt += tie
+        rest += np.float64(acc)
+        ones += np.float64(cnt)
+    return add_ties(rest, ones)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_exp_store(x, shift, scale, out, mask):
-    """Like :func:`row_exp_sum`, also writing each term to ``out`` (0 where masked).
+    """Like :func:`row_exp_sum` (returns the sum minus 1), also writing each term to ``out``
+    (0 where masked).
 
     Correct when ``out`` is ``x`` (each entry is read before it is written), but then scalar:
     use :func:`row_exp_inplace` for that.
     """
     n = x.shape[0]
     zero = x.dtype.type(0.0)
-    total = np.float64(0.0)
+    rest = np.float64(0.0)
+    ones = np.float64(0.0)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
         # block views indexed from 0: LLVM's runtime overlap check then covers exactly the block,
@@ -439,14 +469,18 @@ def row_exp_store(x, shift, scale, out, mask):
         xb = x[start:stop]
         ob = out[start:stop]
         acc = zero
+        cnt = zero
         for j in range(xb.shape[0]):
             e = exp_shifted(xb[j], shift, scale)
             if mask is not None:
                 e = e if mask[start + j] else zero
             ob[j] = e
-            acc += e
-        total += np.float64(acc)
-    return total
+            below, tie = split_one(e)
+            acc += below
+            cnt += tie
+        rest += np.float64(acc)
+        ones += np.float64(cnt)
+    return add_ties(rest, ones)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -456,23 +490,28 @@ def row_exp_inplace(x, shift, scale, mask):
     running from ``start`` it does not)."""
     n = x.shape[0]
     zero = x.dtype.type(0.0)
-    total = np.float64(0.0)
+    rest = np.float64(0.0)
+    ones = np.float64(0.0)
     for start in range(0, n, BLOCK):
         block = x[start:min(start + BLOCK, n)]
         acc = zero
+        cnt = zero
         for j in range(block.shape[0]):
             e = exp_shifted(block[j], shift, scale)
             if mask is not None:
                 e = e if mask[start + j] else zero
             block[j] = e
-            acc += e
-        total += np.float64(acc)
-    return total
+            below, tie = split_one(e)
+            acc += below
+            cnt += tie
+        rest += np.float64(acc)
+        ones += np.float64(cnt)
+    return add_ties(rest, ones)
 
 
 @njit(error_model="numpy", cache=True)
 def row_exp_into(x, shift, scale, out, mask):
-    """:func:`row_exp_store` into ``out``, through :func:`row_exp_inplace` when ``out`` is ``x``."""
+    """:func:`row_exp_store` (sum minus 1) into ``out``, through :func:`row_exp_inplace` when ``out`` is ``x``."""
     if same_memory(x, out):
         return row_exp_inplace(out, shift, scale, mask)
     return row_exp_store(x, shift, scale, out, mask)

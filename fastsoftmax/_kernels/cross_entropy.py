@@ -5,9 +5,13 @@ weights w, smoothing eps over C classes:
 
 - class-index target y: a = (1 - eps) w_y, b = eps / C, A = a + b sum(w)
   loss = a (L - u_y) + b sum_c w_c (L - u_c),   dloss/du_j = A p_j - b w_j - a [j == y]
+  (terms with w_c == 0 count as 0 even where u_c = -inf)
 - probability target t: q_c = w_c ((1 - eps) t_c + eps / C), A = sum(q)
   loss = sum_c q_c (L - u_c),                    dloss/du_j = A p_j - q_j
   (terms with q_c == 0 count as 0 even where u_c = -inf)
+
+With M = max(u), L - u_c = log1p(rest) + (M - u_c), rest = sum_c exp(u_c - M) - 1: the loss of a
+well-classified row is log1p(rest) (e.g. 4.25e-18 for logits [0, -40]), not 0 from log(1 + rest).
 
 dloss/dz = s * coef * dloss/du, where coef is grad_output (per row for reduction "none") divided
 by the "mean" denominator. An optional boolean ``mask`` (rows, classes) leaves classes out of a
@@ -27,7 +31,6 @@ from ._math import (
     FASTMATH,
     row_count,
     row_count_posinf,
-    row_dot,
     row_exp_into,
     row_exp_sum,
     row_has_nan,
@@ -61,11 +64,24 @@ def _kept_weight(weight, wsum, mask):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_loss(total, m, zy, wz, a, b, A, wsum, s):
-    """A row's class-index loss from its exp sum ``total`` (exps taken at the row max ``m``),
-    ``zy`` = z_y and ``wz`` = sum_c w_c z_c: ``A log(total) + s (a (m - z_y) + b (sum(w) m - wz))``."""
+def _weighted_gap(weight, z, m, mask):
+    """sum_c w_c (m - z_c) in float64 over the kept classes, terms with w_c == 0 counted as 0
+    (also where z_c = -inf); summed as differences, so a large m does not cancel."""
     mf = np.float64(m)
-    return A * np.log(total) + s * (a * (mf - zy) + b * (wsum * mf - wz))
+    total = np.float64(0.0)
+    for c in range(z.shape[0]):
+        w = np.float64(weight[c])
+        if mask is not None:
+            w = w if mask[c] else 0.0
+        total += w * (mf - np.float64(z[c])) if w != 0.0 else 0.0
+    return total
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _index_loss(rest, m, zy, gap, a, b, A, s):
+    """A row's class-index loss from ``rest`` = (sum of its exps taken at the row max ``m``) - 1,
+    ``zy`` = z_y and ``gap`` = sum_c w_c (m - z_c): ``A log1p(rest) + s (a (m - z_y) + b gap)``."""
+    return A * np.log1p(rest) + s * (a * (np.float64(m) - zy) + b * gap)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -85,15 +101,15 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
     if m == m and m != np.inf and m != -np.inf:
         # everything that reads z comes before the exp pass, which may overwrite z
         zy = np.float64(z[y])
-        wz = row_dot(weight, z, mask) if b != 0.0 else 0.0
+        gap = _weighted_gap(weight, z, m, mask) if b != 0.0 else 0.0
         if want_grad:
-            total = row_exp_into(z, m, s, grad, mask)
+            rest = row_exp_into(z, m, s, grad, mask)
         else:
-            total = row_exp_sum(z, m, s, mask)
-        if total == total:
-            loss = _index_loss(total, m, zy, wz, a, b, A, wsum, s)
+            rest = row_exp_sum(z, m, s, mask)
+        if rest == rest:
+            loss = _index_loss(rest, m, zy, gap, a, b, A, s)
             if want_grad:
-                c1 = T(coef * s * A / total)
+                c1 = T(coef * s * A / (1.0 + rest))
                 if b != 0.0:
                     c2 = T(coef * s * b)
                     zero = T(0.0)
@@ -113,7 +129,7 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
         return np.nan
     # a row with +inf or only -inf logits: the limits of p and -log p, term by term
     k = row_count_posinf(z, mask)
-    loss = a * _limit_probs(z, y, k, mask)[1]
+    loss = a * _limit_probs(z, y, k, mask)[1] if a != 0.0 else 0.0
     if b != 0.0:
         for c in range(C):
             if weight[c] != 0.0 and (mask is None or mask[c]):
@@ -148,16 +164,16 @@ def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, s, gou
                 g[:] = 0.0
             continue
         coef = gout[i] * inv_denom
-        ok, total = short_row_total(e, m, i - r0)
+        ok, rest = short_row_total(e, m, i - r0)
         if not ok:  # NaN, +inf or only -inf: the general row code
             loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
             continue
         a = (1.0 - eps) * weight[y]
         A = a + b * wsum
-        wz = row_dot(weight, z[i], None) if b != 0.0 else 0.0
-        loss[i] = _index_loss(total, m[i - r0], np.float64(z[i, y]), wz, a, b, A, wsum, s)
+        gap = _weighted_gap(weight, z[i], m[i - r0], None) if b != 0.0 else 0.0
+        loss[i] = _index_loss(rest, m[i - r0], np.float64(z[i, y]), gap, a, b, A, s)
         if want_grad:
-            c1 = T(coef * s * A / total)
+            c1 = T(coef * s * A / (1.0 + rest))
             c2 = T(coef * s * b)
             off = (i - r0) * C
             for j in range(C):
@@ -231,13 +247,13 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
             B += q * (mf - z[c]) if q != 0.0 else 0.0
     if finite_max:
         if want_grad:
-            total = row_exp_into(z, m, s, grad, mask)
+            rest = row_exp_into(z, m, s, grad, mask)
         else:
-            total = row_exp_sum(z, m, s, mask)
-        if total == total:
-            loss = A * np.log(total) + s * B
+            rest = row_exp_sum(z, m, s, mask)
+        if rest == rest:
+            loss = A * np.log1p(rest) + s * B
             if want_grad:
-                c1 = T(coef * s * A / total)
+                c1 = T(coef * s * A / (1.0 + rest))
                 c2 = coef * s
                 zero = T(0.0)
                 for j in range(C):

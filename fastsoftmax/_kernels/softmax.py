@@ -1,7 +1,9 @@
 """Row kernels for softmax, log_softmax and logsumexp on C-contiguous (rows, classes) arrays.
 
 Each row: one pass for the maximum, one pass for sum(exp((x - max) * scale)) (softmax stores the
-terms as it goes), one pass to normalize; the row is re-read while still in cache.
+terms as it goes), one pass to normalize; the row is re-read while still in cache. The sums come
+as ``rest`` = sum - 1 (the maximum's own term is exactly 1), and logs are taken as ``log1p(rest)``:
+logsumexp([0, -40]) is log1p(exp(-40)) = 4.25e-18, not the 0 that log(1 + rest) would give.
 Special rows: any NaN gives NaN; +inf entries share the probability equally; an all -inf row gives
 softmax 0, log_softmax -inf, logsumexp -inf. An optional boolean ``mask`` (rows, classes) leaves
 entries out: they get probability 0 / log-probability -inf and take no part in max and sum.
@@ -15,6 +17,8 @@ from numba import njit, prange
 from ._compile import row_kernel
 from ._math import (
     FASTMATH,
+    add_ties,
+    split_one,
     exp_shifted,
     row_count_posinf,
     row_exp_into,
@@ -41,11 +45,11 @@ def softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(0.0)
         return
-    total = row_exp_into(x, m, scale, out, mask)
-    if total != total:
+    rest = row_exp_into(x, m, scale, out, mask)
+    if rest != rest:
         out[:] = np.nan
         return
-    inv = T(1.0 / total)
+    inv = T(1.0 / (1.0 + rest))
     for j in range(x.shape[0]):
         out[j] *= inv
 
@@ -66,7 +70,7 @@ def log_softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(-np.inf)
         return
-    lse = T(np.log(row_exp_sum(x, m, scale, mask)))
+    lse = T(np.log1p(row_exp_sum(x, m, scale, mask)))
     if same_memory(x, out):
         _shifted_store(out, m, scale, lse, out, mask)
     else:
@@ -90,8 +94,8 @@ def logsumexp_row(x):
     m = row_max(x, None)
     if m == np.inf or m == -np.inf:
         return np.nan if row_has_nan(x, None) else np.float64(m)
-    total = row_exp_sum(x, m, x.dtype.type(1.0), None)
-    return np.float64(m) + np.log(total)
+    rest = row_exp_sum(x, m, x.dtype.type(1.0), None)
+    return np.float64(m) + np.log1p(rest)
 
 
 # Rows shorter than SHORT_ROW are processed a chunk of rows at a time: the exps of the whole chunk
@@ -120,13 +124,18 @@ def short_rows_exp(x, r0, r1, scale, e, m):
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def short_row_total(e, m, i):
-    """(finite row, sum of the row's exps) for chunk row i; not finite -> the general row path."""
+    """(finite row, sum of the row's exps minus 1) for chunk row i, the terms equal to 1 counted
+    apart as in ``row_exp_sum``; not finite -> the general row path."""
     C = e.shape[0] // m.shape[0]
-    total = np.float64(0.0)
+    rest = np.float64(0.0)
+    ones = np.float64(0.0)
     for j in range(i * C, (i + 1) * C):
-        total += e[j]
-    ok = m[i] != np.inf and m[i] != -np.inf and total == total
-    return ok, total
+        below, tie = split_one(np.float64(e[j]))
+        rest += below
+        ones += tie
+    rest = add_ties(rest, ones)
+    ok = m[i] != np.inf and m[i] != -np.inf and rest == rest
+    return ok, rest
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -137,19 +146,19 @@ def short_rows(x, r0, r1, scale, out, log):
     m = np.empty(r1 - r0, dtype=x.dtype)
     short_rows_exp(x, r0, r1, scale, e, m)
     for i in range(r0, r1):
-        ok, total = short_row_total(e, m, i - r0)
+        ok, rest = short_row_total(e, m, i - r0)
         if not ok:
             if log:
                 log_softmax_row(x[i], scale, out[i], None)
             else:
                 softmax_row(x[i], scale, out[i], None)
         elif log:
-            lse = x.dtype.type(np.log(total))
+            lse = x.dtype.type(np.log1p(rest))
             mi = m[i - r0]
             for j in range(C):
                 out[i, j] = (x[i, j] - mi) * scale - lse
         else:
-            inv = x.dtype.type(1.0 / total)
+            inv = x.dtype.type(1.0 / (1.0 + rest))
             for j in range(C):
                 out[i, j] = e[(i - r0) * C + j] * inv
 
@@ -197,8 +206,8 @@ def _logsumexp(x, out):
         m = np.empty(r1 - r0, dtype=x.dtype)
         short_rows_exp(x, r0, r1, one, e, m)
         for i in range(r0, r1):
-            ok, total = short_row_total(e, m, i - r0)
-            out[i] = np.float64(m[i - r0]) + np.log(total) if ok else logsumexp_row(x[i])
+            ok, rest = short_row_total(e, m, i - r0)
+            out[i] = np.float64(m[i - r0]) + np.log1p(rest) if ok else logsumexp_row(x[i])
 
 
 softmax_rows = row_kernel(_softmax)
