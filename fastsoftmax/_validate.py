@@ -6,7 +6,6 @@ exactly the same inputs.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -307,21 +306,30 @@ def cross_entropy_args(logits: Any, target: Any, weight: Any, ignore_index: Any,
     return CrossEntropyArgs(z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask)
 
 
+class _WritableAlias:
+    """A writable array interface over a read-only array's memory that keeps the array alive."""
+
+    __slots__ = ("__array_interface__", "owner")
+
+    def __init__(self, a: np.ndarray):
+        self.owner = a
+        self.__array_interface__ = {"version": 3, "shape": a.shape, "typestr": a.dtype.str,
+                                    "strides": a.strides, "data": (a.ctypes.data, False)}
+
+
 def kernel_input(a: np.ndarray) -> np.ndarray:
-    """``a`` as a kernel input: ``a`` itself, or for a read-only C-contiguous ``a`` a writable
-    alias of the same memory.
+    """``a`` as a kernel input: ``a`` itself, or for a read-only ``a`` a writable alias of the
+    same memory.
 
     numba types read-only arrays apart and compiles every kernel again for them: seconds per
     function, dtype and combination of read-only arguments, on the first call. The kernels never
     write their inputs (only ``out``, which must be writable), so a read-only input goes in as
-    an alias typed like any other array. The caller keeps ``a`` alive while the kernel runs.
+    an alias typed like any other array. The alias's ``base`` holds ``a``, so the memory lives
+    as long as the alias does.
     """
     if a.flags.writeable:
         return a
-    if a.size == 0:
-        return np.empty(a.shape, a.dtype)
-    memory = (ctypes.c_char * a.nbytes).from_address(a.ctypes.data)
-    return np.frombuffer(memory, dtype=a.dtype).reshape(a.shape)
+    return np.asarray(_WritableAlias(a))
 
 
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
@@ -329,7 +337,7 @@ def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
     if axis == x.ndim - 1 and x.flags.c_contiguous:
         return kernel_input(x.reshape(-1, x.shape[-1]))
     moved = np.moveaxis(x, axis, -1)
-    return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+    return kernel_input(np.ascontiguousarray(moved).reshape(-1, moved.shape[-1]))
 
 
 class RowsOut:
