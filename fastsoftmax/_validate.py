@@ -15,6 +15,9 @@ import numpy as np
 REDUCTIONS = ("mean", "sum", "none")
 
 
+_HALF = np.dtype(np.float16)
+
+
 def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
     """float32/float64 stay (in native byte order); float16 computes in float32; bool and
     integers in float64."""
@@ -28,6 +31,32 @@ def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
         f"{name} has dtype {dtype}; expected a real floating, integer or bool array "
         "(float16/32/64; longdouble, complex, object and string arrays are not supported)"
     )
+
+
+def result_dtype(x: Any, arr: np.ndarray) -> np.dtype:
+    """The dtype of a result computed from ``arr``, the compute-dtype array made of the input
+    ``x``: float16 for a float16 input (computed in float32, as NumPy, PyTorch and JAX return
+    float16), else ``arr``'s dtype."""
+    if x is arr or arr.dtype.char != "f":  # no conversion (the common case), or not float32
+        return arr.dtype
+    dtype = x.dtype if isinstance(x, np.ndarray) else np.asarray(x).dtype
+    return _HALF if dtype.char == "e" else arr.dtype
+
+
+def deliver(result: np.ndarray, dtype: np.dtype, out: np.ndarray | None) -> Any:
+    """What a public function returns for its computed ``result``.
+
+    Copied into ``out`` (rounded to its dtype) and ``out`` returned when given; otherwise
+    ``result`` rounded to ``dtype``, and a 0-d result as a NumPy scalar, as NumPy's reductions
+    return.
+    """
+    if out is not None:
+        if result is not out:
+            np.copyto(out, result)
+        return out
+    if result.dtype != dtype:
+        result = result.astype(dtype)
+    return result[()] if result.ndim == 0 else result
 
 
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
@@ -67,10 +96,12 @@ def normalize_axis(axis: Any, ndim: int) -> int:
 
 
 def check_classes(shape: tuple[int, ...], axis: int) -> int:
-    """The class count along ``axis``; 0 classes is an error (softmax over nothing)."""
+    """The class count along ``axis`` of cross-entropy logits: 0 classes is an error, as no
+    target can be valid (the softmax family returns empty results instead)."""
     classes = shape[axis]
     if classes == 0:
-        raise ValueError(f"the class axis (axis {axis}) has length 0; softmax needs at least 1 class")
+        raise ValueError(f"the class axis (axis {axis}) has length 0; cross-entropy needs at "
+                         "least 1 class")
     return classes
 
 
@@ -240,7 +271,8 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
 
 
 def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
-    """A boolean mask broadcast to ``shape``, as C-contiguous (rows, classes) like the data."""
+    """A boolean mask broadcast to ``shape``, as C-contiguous (rows, classes) like the data
+    (None when there is no mask, or no class to mask)."""
     if where is None:
         return None
     mask = np.asarray(where)
@@ -250,21 +282,23 @@ def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | N
         mask = np.broadcast_to(mask, shape)
     except ValueError:
         raise ValueError(f"where has shape {mask.shape}, which does not broadcast to {shape}") from None
-    return to_rows(mask, axis)
+    return to_rows(mask, axis) if shape[axis] else None
 
 
 def product_args(a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any,
-                 out: Any) -> tuple[np.ndarray, np.ndarray, int, Any]:
-    """Checks of the two-input derivative products (JVP/VJP): (a, b, axis, 1/T in the dtype)."""
+                 out: Any) -> tuple[np.ndarray, np.ndarray, int, Any, np.dtype]:
+    """Checks of the two-input derivative products (JVP/VJP): (a, b in the common compute dtype,
+    axis, 1/T in that dtype, the result dtype)."""
     dtype = common_dtype(a, b, names=names)
+    a_in, b_in = a, b
     a = as_float_array(a, names[0], dtype)
     b = as_float_array(b, names[1], dtype)
     check_same_shape(a, b, *names)
     axis = normalize_axis(axis, a.ndim)
-    check_classes(a.shape, axis)
     scale = scale_for(temperature, dtype)
-    check_out(out, a.shape, dtype)
-    return a, b, axis, scale
+    res_dtype = np.result_type(result_dtype(a_in, a), result_dtype(b_in, b))
+    check_out(out, a.shape, res_dtype)
+    return a, b, axis, scale, res_dtype
 
 
 class CrossEntropyArgs(NamedTuple):
