@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 from conftest import COMPARISONS, assert_close, needs_jit
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_binary import RTOL as BINARY_RTOL
@@ -51,9 +51,10 @@ REDUCTIONS = ["mean", "sum", "none"]
 
 # --------------------------------------------------------------------------- strategies
 
-# How a drawn row of logits is made: finite normals, then (except "finite") special values at
-# drawn positions. "masks": some -inf; "huge": +-HUGE and +-700; "posinf": some +inf;
-# "nan": some NaN; "all_neginf": the whole row -inf; "mixed": any of them.
+# How a drawn row of logits is made: finite values in [-30, 30], then (except "finite") special
+# values at drawn positions. "masks": some -inf; "huge": +-HUGE and +-700; "posinf": some +inf;
+# "nan": some NaN; "all_neginf": the whole row -inf; "mixed": any of them. ("moderate", +-100
+# and +-700, is for the torch comparison, whose tolerance is not scaled by the logits.)
 ROW_KINDS = ["finite", "masks", "huge", "posinf", "all_neginf", "nan", "mixed"]
 
 
@@ -324,6 +325,9 @@ def test_cross_entropy_matches_torch_where_semantics_agree(torch, case: Case) ->
     """float64 F.cross_entropy(z / T, ...) forward and autograd backward, every option drawn,
     on finite logits (up to +-700) and on -inf masks where torch means the same."""
     z, t, kw, gout = case
+    # a row drawn all -inf (every position masked): torch's log_softmax is NaN there, ours -inf
+    # (a documented difference)
+    assume(not np.isneginf(z).all(axis=-1).any())
     kw = {"ignore_index": -100, **kw}
     opts = Options(weight="weight" in kw, ignore="default", reduction=kw["reduction"],
                    label_smoothing=kw["label_smoothing"], temperature=kw["temperature"],
@@ -591,11 +595,12 @@ def test_zero_weight_target_at_neginf_logit_counts_zero() -> None:
 
 def test_smoothing_over_zero_weight_class_at_neginf() -> None:
     """Label smoothing with a zero-weight class at -inf: that smoothing term counts 0, so the
-    loss is finite: 0.9 * (lse - 0) + 0.05 * (lse - 0) + 0.05 * (lse - 1), lse = log(1 + e)."""
+    loss is finite: q = (0.9 + 0.1/3, 0.1/3, 0) (eps / C per class, C = 3), -log p = lse - z with
+    lse = log(1 + e): loss = (0.9 + 0.1/3) lse + 0.1/3 (lse - 1)."""
     z = np.array([[0.0, 1.0, -np.inf]])
     kw = dict(weight=np.array([1.0, 1.0, 0.0]), label_smoothing=0.1, reduction="sum")
     lse = np.log1p(np.e)
-    expected = 0.95 * lse + 0.05 * (lse - 1.0)
+    expected = (0.9 + 0.1 / 3) * lse + 0.1 / 3 * (lse - 1.0)
     for side in (fs, ref):
         np.testing.assert_allclose(side.cross_entropy(z, [0], **kw), expected, rtol=1e-14,
                                    err_msg=side.__name__)
