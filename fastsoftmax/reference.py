@@ -163,7 +163,8 @@ def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, 
 
 def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
               grad_output, where):
-    """Per-row weights q of the -log p terms, the mean denominator, log p, p and the upstream grads."""
+    """Per-row target shares of the -log p terms (q = share * weight), the class weights, the
+    mean denominator, u = z / T and the upstream grads."""
     z, t, is_index, w, eps, ignore_index, reduction, _, gout, mask = v.cross_entropy_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
         grad_output, where)
@@ -176,32 +177,37 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
     u = np.where(kept, u, -np.inf)
     n_kept = np.maximum(kept.sum(axis=1, keepdims=True), 1)  # smoothing over the kept classes
     if is_index:
-        keep = t != ignore_index
+        live = t != ignore_index
         onehot = np.zeros((n, classes))
-        onehot[np.arange(n)[keep], t[keep]] = 1.0
-        q = (1 - eps) * onehot * w + keep[:, None] * kept * (eps / n_kept) * w
-        denom = np.sum(w[t[keep]])
+        onehot[np.arange(n)[live], t[live]] = 1.0
+        share = (1 - eps) * onehot + live[:, None] * kept * (eps / n_kept)
+        denom = np.sum(w[t[live]])
     else:
-        q = kept * w * ((1 - eps) * t.astype(np.float64) + eps / n_kept)
+        live = np.ones(n, dtype=bool)
+        share = kept * ((1 - eps) * t.astype(np.float64) + eps / n_kept)
         denom = np.float64(n)
-    live = keep if is_index else np.ones(n, dtype=bool)
-    return z, u, q, denom, gout, inv_t, reduction, live
+    return z, u, share, w, denom, gout, inv_t, reduction, live, kept
 
 
 def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
                   grad_output, where):
-    z, u, q, denom, gout, inv_t, reduction, live = _ce_terms(
+    z, u, share, w, denom, gout, inv_t, reduction, live, kept = _ce_terms(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output,
         where)
     p = _safe_softmax(u, -1)
     logp = _log_softmax(u, -1)  # not log(p): p underflows to 0 where log p is still finite
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rows = -np.sum(np.where(q != 0, q * logp, 0.0), axis=-1)
+    q = share * w
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # a term counts 0 where share or weight is 0 (also at log p = -inf); w * -log p first, as
+        # share * w may underflow to 0 for a subnormal weight where w * inf is still inf
+        wl = np.where(w != 0, w * -logp, 0.0)
+        rows = np.sum(np.where(share != 0, share * wl, 0.0), axis=-1)
         scale = (1.0 / denom if denom != 0 else np.nan) if reduction == "mean" else 1.0  # 0/0
         grad = (p * q.sum(-1, keepdims=True) - q) * (gout * scale * inv_t)[:, None]
-        grad = np.where(live[:, None], grad, 0.0)  # ignored and fully masked rows: exactly 0
-        grad = np.where(np.isnan(u).any(-1, keepdims=True), np.nan, grad)
-        rows = np.where(np.isnan(u).any(-1), np.nan, rows)
+        grad = np.where(live[:, None] & kept, grad, 0.0)  # ignored rows, left-out classes: 0
+        nan_rows = np.isnan(u).any(-1) & live  # ignored rows stay 0 whatever they hold
+        grad = np.where(nan_rows[:, None], np.nan, grad)
+        rows = np.where(nan_rows, np.nan, np.where(live, rows, 0.0))
         if reduction == "none":
             loss = rows.astype(z.dtype).reshape(z.shape[:-1])
         elif reduction == "sum":
