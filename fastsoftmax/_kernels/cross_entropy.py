@@ -33,6 +33,7 @@ from ._math import (
     row_has_nan,
     row_max,
     row_sum,
+    row_target_sums,
 )
 from .softmax import CHUNK, SHORT_ROW, short_row_total, short_rows_exp
 
@@ -220,15 +221,7 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
     mf = np.float64(m)
     finite_max = not (m == np.inf or m == -np.inf or m != m)
     # A = sum(q) and B = sum(q_c (m - z_c)), terms with q_c == 0 skipped; read before the exp pass
-    A = np.float64(0.0)
-    B = np.float64(0.0)
-    for c in range(C):
-        q = weight[c] * (keep * t[c] + add)
-        if mask is not None:
-            q = q if mask[c] else 0.0
-        A += q
-        if finite_max:
-            B += q * (mf - z[c]) if q != 0.0 else 0.0
+    A, B = row_target_sums(z, t, weight, keep, add, mf, finite_max, mask)
     if finite_max:
         if want_grad:
             total = row_exp_into(z, m, s, grad, mask)
