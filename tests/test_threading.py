@@ -21,12 +21,14 @@ numba cannot load that layer here) and with the layer the package picks by itsel
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 import textwrap
 from functools import cache
 
+import numpy as np
 import pytest
 from conftest import needs_jit
 
@@ -529,6 +531,83 @@ def test_case_table_covers_every_public_kernel_function():
     assert ns["uncovered"](cases) == [], "add the new public function to CASES"
     assert {"softmax", "cross_entropy_with_grad"} <= ns["covered"](cases)
     assert set(fs.__all__) - ns["NOT_KERNELS"] - ns["covered"](cases) == set()
+
+
+# --------------------------------------------------------------------------- placement and variant
+# Bit-identical results for any thread count hold only if no result depends on which compiled
+# variant runs (serial and parallel are separate compilations) or on where the arrays sit: LLVM
+# guards a loop that reads one array and writes another with a runtime overlap check and runs a
+# scalar fallback when it fails, and a scratch buffer allocated inside a kernel lands wherever the
+# allocator puts it. Placements are varied on purpose: inputs copied to varied offsets, ``out``
+# right after (or before) the first input at small gaps, and freed heap holes of varied sizes
+# before the call. Small shapes put ``out`` within a few vectors of the input; large ones are above
+# SERIAL_BELOW. SERIAL_BELOW is lowered to 0 so that, with 2 threads, every size runs in parallel.
+
+PLACEMENT_SHAPES = [(1, 20), (2, 25), (3, 9), (2, 40), (1500, 9), (70, 211)]
+PLACEMENT_REPEATS = 16
+
+
+def _placed(a, rng: np.random.Generator, out_like: bool = False):
+    """``a`` copied into a bigger buffer at a random element offset; with ``out_like``, also an
+    uninitialized array of ``a``'s shape and dtype in the same buffer, a few elements after or
+    before the copy (returned as the pair)."""
+    if not isinstance(a, np.ndarray) or a.ndim == 0:
+        return (a, None) if out_like else a
+    n = a.size
+    buf = np.empty(2 * n + 64, a.dtype)
+    gap = int(rng.integers(0, 9))
+    if out_like and rng.random() < 0.5:  # out before the input
+        out, copy = buf[gap:gap + n], buf[2 * gap + n:2 * gap + 2 * n]
+    else:
+        copy, out = buf[gap:gap + n], buf[gap + n + gap:2 * gap + 2 * n]
+    copy = copy.reshape(a.shape)
+    copy[...] = a
+    return (copy, out.reshape(a.shape)) if out_like else copy
+
+
+@needs_jit
+def test_results_do_not_depend_on_placement_or_kernel_variant(monkeypatch):
+    import numba
+
+    from fastsoftmax import _runtime
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has fewer than 2 threads")
+    ns: dict = {}
+    exec(CASES, ns)
+    monkeypatch.setattr(_runtime, "SERIAL_BELOW", 0)
+    rng = np.random.default_rng(2024)
+    old = numba.get_num_threads()
+    failures = []
+    try:
+        for shape in PLACEMENT_SHAPES:
+            for label, name, args, kwargs, _ in ns["make_cases"](*shape):
+                fn = getattr(fs, name)
+                numba.set_num_threads(1)
+                first = fn(*args, **kwargs)
+                # out= where the result has the first input's shape and dtype
+                takes_out = ("out" in inspect.signature(fn).parameters
+                             and isinstance(first, (np.ndarray, tuple))
+                             and ns["parts"](first)[-1].shape == args[0].shape
+                             and ns["parts"](first)[-1].dtype == args[0].dtype)
+                for rep in range(PLACEMENT_REPEATS):
+                    holes = [np.empty(int(rng.integers(1, 1 << 16)), np.uint8) for _ in range(4)]
+                    x, out = _placed(args[0], rng, out_like=True)
+                    rest = [_placed(a, rng) for a in args[1:]]
+                    kw = {k: _placed(v, rng) for k, v in kwargs.items()}
+                    if takes_out and rep % 4 != 3:
+                        kw["out"] = out
+                    del holes[::2]  # free some: scratch buffers allocated in the kernels land there
+                    numba.set_num_threads(1 + rep % 2)
+                    got = fn(x, *rest, **kw)
+                    if not ns["same"](got, first):
+                        diff = [int(np.count_nonzero(np.asarray(u) != np.asarray(w)))
+                                for u, w in zip(ns["parts"](got), ns["parts"](first))]
+                        failures.append(f"{label} {shape} rep {rep} ({1 + rep % 2} threads, "
+                                        f"out={'out' in kw}): {diff} entries differ")
+    finally:
+        numba.set_num_threads(old)
+    assert not failures, f"{len(failures)} calls differ from the first:\n" + "\n".join(failures[:40])
 
 
 # --------------------------------------------------------------------------- the launcher's rules

@@ -6,6 +6,14 @@ not vectorize. ``vexp`` below is a branch-free exp (Cody-Waite range reduction, 
 blocks in the row's dtype and the block sums in float64, so a float32 softmax row of 2**20
 entries keeps ~2e-7 relative accuracy and a float64 row ~1e-14, whatever the thread count.
 
+Summation order is written out, never left to the compiler: the flags below leave out
+``reassoc``, and each block is added in explicit partial sums (entry j goes to lane j % lanes)
+that a vectorized loop keeps in registers, combined in a fixed tree. With ``reassoc``
+LLVM picks the order itself: the serial and the parallel kernel (separate compilations) could
+differ, and a loop that also stores runs, when its runtime overlap check fails (an ``out`` a few
+vectors after ``x``), a scalar fallback that sums in another order, so results moved by an ulp
+with memory placement.
+
 The loops are vectorized where they are compiled, as plain njit functions (checked with
 ``inspect_asm``: ymm registers). Under ``NUMBA_DISABLE_JIT=1`` the bit-cast intrinsics fall back
 to NumPy, so the kernels, and the same polynomial exp and log, also run as plain Python (for
@@ -19,18 +27,22 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
-# fastmath flags for the kernels: reassociation for vectorized reductions, never nnan/ninf
-# (-inf logits are masks and NaN must propagate).
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# fastmath flags for the kernels: never nnan/ninf (-inf logits are masks and NaN must propagate),
+# and no reassoc: every sum is added in the order the source gives (see the module docstring).
+FASTMATH = {"nsz", "arcp", "contract", "afn"}
 # The exp itself is compiled without reassoc: Cody-Waite reduction must not be re-associated.
 _EXP_FLAGS = {"nsz", "contract"}
 
-# Row reductions add BLOCK entries in the row's dtype (vectorized: 8 lanes x 4 accumulators, so
-# each partial sum sees ~8 terms), then add block sums in float64: error ~ (8 + n/BLOCK) ulp of
-# the float64 total, not n ulp.
+# Row reductions add each block of BLOCK entries in the row's dtype in LANE_BYTES of partial sums
+# (64 float32 or 32 float64 lanes: 8 ymm registers, like LLVM's own 4-way interleaved vector
+# reductions; each lane sees 4 or 8 terms per block), then carry them over the blocks in float64
+# lanes added pairwise at the end: error ~ (8 + n / BLOCK + 6) ulp of the float64 total, not n ulp.
 BLOCK = 256
+LANE_BYTES = 256
 
 
 @intrinsic
@@ -329,6 +341,50 @@ def _key_to_float(typingctx, key):
     return float_type(key), codegen
 
 
+def _stack_array(dtype, count):
+    """Codegen of a 1-D C array of ``count`` ``dtype`` entries on the caller's stack (no meminfo)."""
+    array_type = types.Array(dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        item = context.get_data_type(dtype)
+        data = cgutils.alloca_once(builder, item, size=count)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(item))
+        ary = context.make_array(array_type)(context, builder)
+        populate_array(ary, data=data, shape=[context.get_constant(types.intp, count)],
+                       strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+
+    return array_type, codegen
+
+
+def _lane_count(dtype) -> int:
+    """Partial sums per reduction for a row of ``dtype``: LANE_BYTES of them."""
+    return LANE_BYTES // (dtype.bitwidth // 8)
+
+
+@intrinsic
+def _lanes(typingctx, like):
+    """Uninitialized partial sums in the dtype of the array ``like``, on the caller's stack.
+
+    Stack memory that LLVM sees is private to the function: no overlap check against the row, and
+    the partial sums stay in vector registers. Valid only inside the calling function (no
+    meminfo): never return or store it.
+    """
+    if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
+        return None
+    array_type, codegen = _stack_array(like.dtype, _lane_count(like.dtype))
+    return array_type(like), codegen
+
+
+@intrinsic
+def _wide_lanes(typingctx, like):
+    """Like :func:`_lanes`, as many, but float64."""
+    if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
+        return None
+    array_type, codegen = _stack_array(types.float64, _lane_count(like.dtype))
+    return array_type(like), codegen
+
+
 if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (coverage runs): intrinsics in plain NumPy
 
     def _int_type(x):
@@ -343,6 +399,12 @@ if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (coverage runs): intrinsics 
         bits = np.asarray(x).view(_int_type(x))[()]
         m = np.asarray((bits & ((1 << mant) - 1)) | (bias << mant)).view(ftype)[()]
         return m, ftype((bits >> mant) - bias)
+
+    def _lanes(like):
+        return np.empty(LANE_BYTES // like.itemsize, dtype=like.dtype)
+
+    def _wide_lanes(like):
+        return np.empty(LANE_BYTES // like.itemsize, dtype=np.float64)
 
     def _product_error(a, b, p):  # no FMA in Python: float32 products are exact in float64
         return type(p)(np.float64(a) * np.float64(b) - np.float64(p))
@@ -377,14 +439,126 @@ def row_max(x, mask):
     return _key_to_float(m)
 
 
+# Every reduction below keeps the row's partial sums in ``lanes`` (row dtype, reset per block) and
+# ``wide`` (float64, the whole row): entry j of a block goes to lane j % len(lanes), in order; after
+# each block the lanes move into ``wide``, which is added up in a fixed tree at the end. The term
+# helpers loop over one group of lanes through 0-based views (``x[g:g + count]``); the inner loop
+# is elementwise, so LLVM vectorizes it without reassociating anything (a full group has a constant
+# trip count and unrolls into a few vector registers), and whichever path it takes (vector, scalar
+# remainder, the fallback after a failed overlap check) adds the same terms in the same order.
+# They are inlined by numba: as calls, LLVM does not inline them (a call and refcounts per group).
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _clear(lanes):
+    """Set every partial sum to 0."""
+    for k in range(lanes.shape[0]):
+        lanes[k] = lanes.dtype.type(0.0)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _spill(lanes, wide):
+    """Add a block's partial sums into the row's float64 ones, lane by lane."""
+    for k in range(lanes.shape[0]):
+        wide[k] += np.float64(lanes[k])
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _total(wide):
+    """The float64 partial sums added pairwise in a fixed tree (lane k + width into lane k).
+
+    A fixed number of levels (enough for up to 128 lanes; the last ones empty) and constant trip
+    counts, so that LLVM unrolls it all into a few vector operations on registers.
+    """
+    for level in range(1, 8):
+        width = wide.shape[0] >> level
+        for k in range(width):
+            wide[k] += wide[k + width]
+    return wide[0]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _add_entries(lanes, x, g, count):
+    """lanes[k] += x[g + k] for k < count."""
+    xg = x[g:g + count]
+    for k in range(count):
+        lanes[k] += xg[k]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _add_products(lanes, x, y, g, count, mask):
+    """lanes[k] += x[g + k] * y[g + k] for k < count (nothing where ``mask`` is False)."""
+    zero = lanes.dtype.type(0.0)
+    xg = x[g:g + count]
+    yg = y[g:g + count]
+    for k in range(count):
+        t = xg[k] * yg[k]
+        if mask is not None:
+            t = t if mask[g + k] else zero
+        lanes[k] += t
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _exp_term(x, j, shift, scale, mask):
+    """(e, part) for entry j: e = exp((x_j - shift) * scale), 0 where ``mask`` leaves it out, and
+    the part of e that goes into the partial sums: e - 1 for an entry at the maximum (x_j ==
+    shift, where e is exactly exp(0) = 1), e otherwise."""
+    zero = x.dtype.type(0.0)
+    xj = x[j]
+    e = exp_shifted(xj, shift, scale)
+    part = e - x.dtype.type(xj == shift)
+    if mask is not None:
+        e = e if mask[j] else zero
+        part = part if mask[j] else zero
+    return e, part
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _add_exps(lanes, x, g, count, shift, scale, mask):
+    """lanes[k] += exp((x[g + k] - shift) * scale) for k < count (nothing where masked), with
+    the terms of entries at the maximum ``shift`` (each exactly 1) left out."""
+    xg = x[g:g + count]
+    mg = None if mask is None else mask[g:g + count]
+    for k in range(count):
+        lanes[k] += _exp_term(xg, k, shift, scale, mg)[1]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _store_exps(lanes, x, out, g, count, shift, scale, mask):
+    """:func:`_add_exps`, also writing each term to ``out`` (0 where masked)."""
+    xg = x[g:g + count]
+    og = out[g:g + count]
+    mg = None if mask is None else mask[g:g + count]
+    for k in range(count):
+        e, part = _exp_term(xg, k, shift, scale, mg)
+        og[k] = e
+        lanes[k] += part
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _store_exps_inplace(lanes, x, g, count, shift, scale, mask):
+    """:func:`_store_exps` with ``out`` = ``x``, read and written through one view."""
+    xg = x[g:g + count]
+    mg = None if mask is None else mask[g:g + count]
+    for k in range(count):
+        e, part = _exp_term(xg, k, shift, scale, mg)
+        xg[k] = e
+        lanes[k] += part
+
+
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_sum(x):
-    """Sum of a 1-D row in float64 (vectorized): float32 terms near the float32 maximum, such as
-    the losses of huge logits, would overflow a float32 accumulator."""
-    total = np.float64(0.0)
-    for j in range(x.shape[0]):
-        total += np.float64(x[j])
-    return total
+    """Sum of a 1-D row, in float64 partial sums (vectorized): float32 terms near the float32
+    maximum, such as the losses of huge logits, would overflow float32 ones."""
+    n = x.shape[0]
+    wide = _wide_lanes(x)
+    L = wide.shape[0]
+    _clear(wide)
+    full = n - n % L
+    for g in range(0, full, L):
+        _add_entries(wide, x, g, L)
+    _add_entries(wide, x, full, n - full)
+    return _total(wide)
 
 
 @njit(error_model="numpy", cache=True)
@@ -398,21 +572,17 @@ def same_memory(a, b):
     return a.ctypes.data == b.ctypes.data
 
 
-@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
-def split_one(e):
-    """(0, 1) for a term e of exactly 1, (e, 0) for e < 1 (and NaN): branch-free, so the loops
-    summing the parts vectorize. Compiled without ``reassoc``: in ``acc + (e - tie)`` with
-    reassociation allowed LLVM may compute ``(acc + e) - tie``, rounding a small acc away."""
-    tie = type(e)(e == type(e)(1.0))
-    return e - tie, tie
-
-
-@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
-def add_ties(rest, ones):
-    """rest + (ones - 1): a sum of exps minus 1 from the terms below 1 (``rest``) and the count of
-    terms equal to 1 (``ones`` >= 1). Compiled without ``reassoc``, which would turn it into
-    (rest + ones) - 1 and round ``rest`` away again."""
-    return rest + (ones - 1.0)
+@njit(error_model="numpy", cache=True)
+def row_count_max(x, shift, mask):
+    """Number of entries equal to ``shift`` (the row maximum) where ``mask`` is True: the terms
+    of exactly 1 that the exp sums leave out (an integer sum: its order cannot matter)."""
+    count = 0
+    for j in range(x.shape[0]):
+        hit = x[j] == shift
+        if mask is not None:
+            hit = hit and mask[j]
+        count += hit
+    return count
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -421,93 +591,73 @@ def row_exp_sum(x, shift, scale, mask):
     (all when mask is None), for ``shift`` the row maximum: the "rest" of a sum whose largest
     term is exactly 1, so that ``log1p(rest)`` (not ``log(1 + rest)``) keeps terms far below 1.
 
-    Terms equal to 1 (the maximum's own, ties, and terms within an ulp of it) are counted apart
-    instead of added: 1 + exp(-40) would round to 1 in any accumulator. Within a block the sums
-    run in the row's dtype (vectorized), across blocks in float64.
+    The terms of entries at the maximum (each exactly 1) are left out of the partial sums and
+    their number less one added at the end: 1 + exp(-40) would round to 1 in any accumulator.
+    Within a block the sums run in the row's dtype (vectorized), across blocks in float64.
     """
     n = x.shape[0]
-    zero = x.dtype.type(0.0)
-    rest = np.float64(0.0)
-    ones = np.float64(0.0)
+    ties = row_count_max(x, shift, mask)
+    lanes, wide = _lanes(x), _wide_lanes(x)
+    L = lanes.shape[0]
+    _clear(wide)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
-        acc = zero
-        cnt = zero
-        for j in range(start, stop):
-            e = exp_shifted(x[j], shift, scale)
-            if mask is not None:
-                e = e if mask[j] else zero
-            below, tie = split_one(e)
-            acc += below
-            cnt += tie
-        rest += np.float64(acc)
-        ones += np.float64(cnt)
-    return add_ties(rest, ones)
+        full = stop - (stop - start) % L
+        _clear(lanes)
+        for g in range(start, full, L):
+            _add_exps(lanes, x, g, L, shift, scale, mask)
+        _add_exps(lanes, x, full, stop - full, shift, scale, mask)
+        _spill(lanes, wide)
+    return _total(wide) + np.float64(ties - 1)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_exp_store(x, shift, scale, out, mask):
-    """Like :func:`row_exp_sum` (returns the sum minus 1), also writing each term to ``out``
-    (0 where masked).
+    """Like :func:`row_exp_sum` (the same sum minus 1, bit for bit), also writing each term to
+    ``out`` (0 where masked).
 
     Correct when ``out`` is ``x`` (each entry is read before it is written), but then scalar:
     use :func:`row_exp_inplace` for that.
     """
     n = x.shape[0]
-    zero = x.dtype.type(0.0)
-    rest = np.float64(0.0)
-    ones = np.float64(0.0)
+    ties = row_count_max(x, shift, mask)  # before the pass: it may overwrite x
+    lanes, wide = _lanes(x), _wide_lanes(x)
+    L = lanes.shape[0]
+    _clear(wide)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
-        # block views indexed from 0: LLVM's runtime overlap check then covers exactly the block,
-        # and an ``out`` allocated right after ``x`` no longer sends the loop down its scalar path
-        # (slower, and summed in another order: results moved by an ulp with the placement)
-        xb = x[start:stop]
-        ob = out[start:stop]
-        acc = zero
-        cnt = zero
-        for j in range(xb.shape[0]):
-            e = exp_shifted(xb[j], shift, scale)
-            if mask is not None:
-                e = e if mask[start + j] else zero
-            ob[j] = e
-            below, tie = split_one(e)
-            acc += below
-            cnt += tie
-        rest += np.float64(acc)
-        ones += np.float64(cnt)
-    return add_ties(rest, ones)
+        full = stop - (stop - start) % L
+        _clear(lanes)
+        for g in range(start, full, L):
+            _store_exps(lanes, x, out, g, L, shift, scale, mask)
+        _store_exps(lanes, x, out, full, stop - full, shift, scale, mask)
+        _spill(lanes, wide)
+    return _total(wide) + np.float64(ties - 1)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_exp_inplace(x, shift, scale, mask):
     """:func:`row_exp_store` with ``out`` = ``x``: the loop reads and writes one array, so LLVM
-    needs no overlap check and vectorizes it (over a block view indexed from 0: with the index
-    running from ``start`` it does not)."""
+    needs no overlap check."""
     n = x.shape[0]
-    zero = x.dtype.type(0.0)
-    rest = np.float64(0.0)
-    ones = np.float64(0.0)
+    ties = row_count_max(x, shift, mask)  # before the pass: it may overwrite x
+    lanes, wide = _lanes(x), _wide_lanes(x)
+    L = lanes.shape[0]
+    _clear(wide)
     for start in range(0, n, BLOCK):
-        block = x[start:min(start + BLOCK, n)]
-        acc = zero
-        cnt = zero
-        for j in range(block.shape[0]):
-            e = exp_shifted(block[j], shift, scale)
-            if mask is not None:
-                e = e if mask[start + j] else zero
-            block[j] = e
-            below, tie = split_one(e)
-            acc += below
-            cnt += tie
-        rest += np.float64(acc)
-        ones += np.float64(cnt)
-    return add_ties(rest, ones)
+        stop = min(start + BLOCK, n)
+        full = stop - (stop - start) % L
+        _clear(lanes)
+        for g in range(start, full, L):
+            _store_exps_inplace(lanes, x, g, L, shift, scale, mask)
+        _store_exps_inplace(lanes, x, full, stop - full, shift, scale, mask)
+        _spill(lanes, wide)
+    return _total(wide) + np.float64(ties - 1)
 
 
 @njit(error_model="numpy", cache=True)
 def row_exp_into(x, shift, scale, out, mask):
-    """:func:`row_exp_store` (sum minus 1) into ``out``, through :func:`row_exp_inplace` when ``out`` is ``x``."""
+    """:func:`row_exp_store` into ``out``, through :func:`row_exp_inplace` when ``out`` is ``x``."""
     if same_memory(x, out):
         return row_exp_inplace(out, shift, scale, mask)
     return row_exp_store(x, shift, scale, out, mask)
@@ -518,18 +668,18 @@ def row_dot(x, y, mask):
     """sum_j x_j * y_j over entries where ``mask`` is True (all when None): within a block in the
     row's dtype, across blocks in float64."""
     n = x.shape[0]
-    zero = x.dtype.type(0.0)
-    total = np.float64(0.0)
+    lanes, wide = _lanes(x), _wide_lanes(x)
+    L = lanes.shape[0]
+    _clear(wide)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
-        acc = zero
-        for j in range(start, stop):
-            t = x[j] * y[j]
-            if mask is not None:
-                t = t if mask[j] else zero
-            acc += t
-        total += np.float64(acc)
-    return total
+        full = stop - (stop - start) % L
+        _clear(lanes)
+        for g in range(start, full, L):
+            _add_products(lanes, x, y, g, L, mask)
+        _add_products(lanes, x, y, full, stop - full, mask)
+        _spill(lanes, wide)
+    return _total(wide)
 
 
 @njit(error_model="numpy", cache=True)

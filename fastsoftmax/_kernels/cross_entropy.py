@@ -39,8 +39,6 @@ from ._math import (
 )
 from .softmax import CHUNK, SHORT_ROW, short_row_total, short_rows_exp
 
-_ORDERED = FASTMATH - {"reassoc"}
-
 
 @njit(error_model="numpy", cache=True)
 def _limit_probs(z, j, k, mask):
@@ -51,11 +49,10 @@ def _limit_probs(z, j, k, mask):
     return 1.0 / k, np.log(k)
 
 
-@njit(fastmath=_ORDERED, error_model="numpy", cache=True)
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _scaled(share, w, x):
     """share * (w * x), in that order: share * w may underflow to 0 for a subnormal class weight
-    where w * inf (a -log p of +inf) is still inf. Compiled without ``reassoc``, which could
-    regroup the product."""
+    where w * inf (a -log p of +inf) is still inf."""
     return share * (w * x)
 
 

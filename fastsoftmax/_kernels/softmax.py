@@ -17,8 +17,6 @@ from numba import njit, prange
 from ._compile import row_kernel
 from ._math import (
     FASTMATH,
-    add_ties,
-    split_one,
     exp_shifted,
     row_count_posinf,
     row_exp_into,
@@ -128,12 +126,12 @@ def short_row_total(e, m, i):
     apart as in ``row_exp_sum``; not finite -> the general row path."""
     C = e.shape[0] // m.shape[0]
     rest = np.float64(0.0)
-    ones = np.float64(0.0)
+    ties = 0
     for j in range(i * C, (i + 1) * C):
-        below, tie = split_one(np.float64(e[j]))
-        rest += below
-        ones += tie
-    rest = add_ties(rest, ones)
+        tie = e[j] == 1.0  # the maximum's own term, exactly 1, and any other that rounds to 1
+        rest += np.float64(e[j]) - np.float64(tie)
+        ties += tie
+    rest += np.float64(ties - 1)
     ok = m[i] != np.inf and m[i] != -np.inf and rest == rest
     return ok, rest
 
