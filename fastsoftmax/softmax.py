@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
 from ._kernels.softmax import log_softmax_rows, logsumexp_rows, softmax_rows
+from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
@@ -49,6 +52,8 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
         Probabilities along ``axis``. A row holding NaN gives NaN; +inf entries share the
         probability equally; -inf entries get exactly 0; an all -inf row gives all 0.
     """
+    if "dask" in sys.modules and dask_in(x, where):
+        return dask_call("softmax", x, axis, temperature=temperature, out=out, where=where)
     return _rowwise(softmax_rows, x, axis, temperature, out, where)
 
 
@@ -60,6 +65,8 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
     row gives all -inf, a row with k entries at +inf gives ``-log(k)`` there and -inf elsewhere.
     Entries left out by ``where`` give -inf (a row masked entirely: all -inf).
     """
+    if "dask" in sys.modules and dask_in(x, where):
+        return dask_call("log_softmax", x, axis, temperature=temperature, out=out, where=where)
     return _rowwise(log_softmax_rows, x, axis, temperature, out, where)
 
 
@@ -83,6 +90,8 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
     ndarray
         NaN for a row holding NaN, +inf for a row holding +inf, -inf for an all -inf row.
     """
+    if "dask" in sys.modules and dask_in(x):
+        return dask_call("logsumexp", x, axis, keepdims=keepdims, out=out)
     x = v.as_float_array(x, "x")
     axis = v.normalize_axis(axis, x.ndim)
     v.check_classes(x.shape, axis)
