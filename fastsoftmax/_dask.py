@@ -160,6 +160,24 @@ def _partials_chunks(x: da.Array, dims: int) -> tuple[tuple[int, ...], ...]:
     return tuple((1,) * n for n in x.numblocks[:dims])
 
 
+def _check_broadcast(a: Any, shape: tuple[int, ...], check: Callable[[np.ndarray], Any]) -> None:
+    """Raise the NumPy error of ``check`` when ``a`` does not broadcast to ``shape``."""
+    meta = _meta(a)
+    try:
+        fits = np.broadcast_shapes(meta.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        check(meta)
+
+
+def _check_where(where: Any, shape: tuple[int, ...], axis: int) -> None:
+    """Raise the NumPy error for a ``where`` of the wrong dtype or shape."""
+    _check_broadcast(where, shape, lambda m: v.check_where(m, shape, axis))
+    if _meta(where).dtype != np.bool_:
+        v.check_where(_meta(where), shape, axis)
+
+
 # --------------------------------------------------------------------------- softmax family
 
 
@@ -174,11 +192,9 @@ def _rowwise(fn: Callable, x: Any, axis: Any, temperature: Any, out: Any, where:
     dtype = fn(_probe(x, (axis,)), axis=axis, temperature=temperature).dtype
     if where is None:
         return x.map_blocks(fn, axis=axis, temperature=temperature, dtype=dtype)
-    mask = where if isinstance(where, da.Array) else np.asarray(where)
-    if mask.dtype != np.bool_ or np.broadcast_shapes(mask.shape, x.shape) != x.shape:
-        v.check_where(_meta(mask), x.shape, axis)  # raises the NumPy error
-    return da.map_blocks(_masked, fn, x, _aligned(mask, x.shape, x.chunks), axis=axis, temperature=temperature,
-                         dtype=dtype)
+    _check_where(where, x.shape, axis)
+    return da.map_blocks(_masked, fn, x, _aligned(where, x.shape, x.chunks), axis=axis,
+                         temperature=temperature, dtype=dtype)
 
 
 def softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None,
@@ -268,17 +284,6 @@ def _grad_output(g: Any, reduction: str, shape: tuple[int, ...]) -> Any:
     return float(meta) if meta.ndim == 0 else g
 
 
-def _check_broadcast(a: Any, shape: tuple[int, ...], check: Callable[[np.ndarray], Any]) -> None:
-    """Raise the NumPy error of ``check`` when ``a`` does not broadcast to ``shape``."""
-    meta = _meta(a)
-    try:
-        fits = np.broadcast_shapes(meta.shape, shape) == shape
-    except ValueError:
-        fits = False
-    if not fits:
-        check(meta)
-
-
 def _partial_array(loss: Any, dims: int) -> np.ndarray:
     """A block's reduced loss as the float64 partial of shape (1, ..., 1)."""
     return np.full((1,) * dims, np.float64(loss))
@@ -362,9 +367,7 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
         v.check_weight(_meta(weight), classes, z.dtype)  # raises the NumPy error
     g = _grad_output(grad_output, reduction, batch)
     if where is not None:
-        _check_broadcast(where, z.shape, lambda m: v.check_where(m, z.shape, z.ndim - 1))
-        if _meta(where).dtype != np.bool_:
-            v.check_where(_meta(where), z.shape, z.ndim - 1)  # raises the NumPy error
+        _check_where(where, z.shape, z.ndim - 1)
     if want_grad:
         _no_out(out)
     # the other checks (dtypes, options, NumPy weight values) on a one-row probe of each argument
