@@ -66,9 +66,10 @@ def _no_out(out: Any) -> None:
                         "(write it with dask.array.store or to_zarr)")
 
 
-def _stand_in(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A zero-stride array of zeros with ``shape``: lets the NumPy checks see the real shape."""
-    return np.broadcast_to(np.zeros((), dtype), shape)
+def _stand_in(shape: tuple[float, ...], dtype: np.dtype) -> np.ndarray:
+    """A zero-stride array of zeros with ``shape``: lets the NumPy checks see the real shape
+    (an unknown length, NaN in dask, counts as 0 here; the blocks are checked when computed)."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(0 if math.isnan(n) else n for n in shape))
 
 
 def _meta(a: Any) -> np.ndarray:
@@ -79,14 +80,10 @@ def _meta(a: Any) -> np.ndarray:
 
 
 def _probe(a: Any, keep: tuple[int, ...] = ()) -> np.ndarray:
-    """Zeros of ``a``'s dtype with every dimension 1 except those in ``keep`` (a tiny call)."""
-    shape = tuple(s if i in keep else min(s, 1) for i, s in enumerate(np.shape(a)))
-    return np.zeros(shape, np.asarray(a).dtype if not isinstance(a, da.Array) else a.dtype)
-
-
-def _lead(*arrays: Any) -> da.Array:
-    """The first dask array among ``arrays`` (its chunks are the layout of the result)."""
-    return next(a for a in arrays if isinstance(a, da.Array))
+    """Zeros of ``a``'s dtype with every dimension 1 except those in ``keep``: an argument of
+    a one-row call that checks everything but the shapes."""
+    meta = _meta(a)
+    return np.zeros(tuple(n if i in keep else 1 for i, n in enumerate(meta.shape)), meta.dtype)
 
 
 def _aligned(a: Any, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]) -> da.Array:
@@ -96,9 +93,14 @@ def _aligned(a: Any, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]
         a = np.asarray(a)
         a = da.from_array(a, chunks=a.shape)
     lead = len(shape) - a.ndim
-    want = tuple(chunks[lead + i] if a.shape[i] == shape[lead + i] and a.shape[i] != 1
+    want = tuple(chunks[lead + i] if _same((a.shape[i],), (shape[lead + i],)) and a.shape[i] != 1
                  else (a.shape[i],) for i in range(a.ndim))
-    return a if a.chunks == want else a.rechunk(want)
+    return a if all(map(_same, a.chunks, want)) else a.rechunk(want)
+
+
+def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Equal lengths or chunks, where dask's NaN (unknown) equals NaN."""
+    return len(a) == len(b) and all(x == y or math.isnan(x) and math.isnan(y) for x, y in zip(a, b))
 
 
 def _whole_axis(x: da.Array, axis: int) -> da.Array:
@@ -145,7 +147,7 @@ def _fsum(partials: np.ndarray) -> np.ndarray:
 def _total(partials: da.Array) -> da.Array:
     """The correctly rounded sum of one float64 partial per block, as a 0-d dask array."""
     grid = partials.rechunk(partials.shape) if partials.ndim else partials
-    return da.blockwise(_fsum, "", grid, "abcdefghij"[:grid.ndim], concatenate=True,
+    return da.blockwise(_fsum, (), grid, tuple(range(grid.ndim)), concatenate=True,
                         dtype=np.float64, meta=np.empty((), np.float64))
 
 
@@ -158,6 +160,15 @@ def _inverse(denominator: np.ndarray) -> np.ndarray:
 def _partials_chunks(x: da.Array, dims: int) -> tuple[tuple[int, ...], ...]:
     """Chunks of an array holding one value per block of ``x`` over its first ``dims`` axes."""
     return tuple((1,) * n for n in x.numblocks[:dims])
+
+
+def _count(shape: tuple[float, ...]) -> int:
+    """The number of entries of ``shape``, for a "mean" over rows or elements."""
+    n = math.prod(shape)
+    if math.isnan(n):
+        raise ValueError("reduction='mean' over a dask array of unknown chunk sizes: call "
+                         "compute_chunk_sizes() on it first")
+    return n
 
 
 def _check_broadcast(a: Any, shape: tuple[int, ...], check: Callable[[np.ndarray], Any]) -> None:
@@ -239,7 +250,7 @@ def _product(fn: Callable, a: Any, b: Any, names: tuple[str, str], axis: Any, te
     v.check_same_shape(_meta(a), _meta(b), *names)
     axis = v.normalize_axis(axis, np.ndim(a))
     _no_out(out)
-    lead = _main(_lead(a, b), axis)
+    lead = _main(a if isinstance(a, da.Array) else b, axis)
     a, b = (_aligned(c, lead.shape, lead.chunks) for c in (a, b))
     dtype = fn(_probe(a, (axis,)), _probe(b, (axis,)), axis=axis, temperature=temperature).dtype
     return da.map_blocks(fn, a, b, axis=axis, temperature=temperature, dtype=dtype)
@@ -329,16 +340,18 @@ def _ce_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, g: Any, inv: Any,
     return loss if want_loss else grad
 
 
-def _denominator_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, *, ignore_index: int,
+def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
+                       logits_dtype: np.dtype, ignore_index: int,
                        block_info: dict | None = None) -> np.ndarray:
     """A block's "mean" denominator for class-index targets: the sum of ``w[target]`` over rows
-    neither ignored nor masked entirely, accumulated in row order as the NumPy kernel does.
-    ``z`` is a zero-stride stand-in of the logits block: only its shape and dtype are used."""
+    neither ignored nor masked entirely, accumulated in row order (the NumPy kernel may add in
+    another order: equal when the sums are exact, e.g. without weights). Reads no logits."""
     t = t[..., 0]
     if isinstance(w, np.ndarray):
         w = w.reshape(-1)
     try:
-        args = v.cross_entropy_args(z, t, w, ignore_index, "sum", 0.0, 1.0, 1.0, mask)
+        args = v.cross_entropy_args(_stand_in(t.shape + (classes,), logits_dtype), t, w,
+                                    ignore_index, "sum", 0.0, 1.0, 1.0, mask)
     except ValueError as exc:
         raise _global_message(exc, _block_start(block_info, t.ndim)) from None
     labels = args.target[args.target != ignore_index]
@@ -346,18 +359,14 @@ def _denominator_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, *, ignor
     return _partial_array(weights[-1] if weights.size else 0.0, t.ndim)
 
 
-def _stand_in_block(z: np.ndarray) -> np.ndarray:
-    return _stand_in(z.shape, z.dtype)
-
-
 def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
               label_smoothing: Any, temperature: Any, grad_output: Any, out: Any, where: Any,
               want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
     """The lazy cross-entropy: (loss or None, gradient or None)."""
     z, t = _meta(logits), _meta(target)
-    if z.ndim == 0 or t.ndim == 0 and z.ndim != 1:  # the NumPy checks give the error
-        v.cross_entropy_args(z, t, weight, ignore_index, reduction, label_smoothing, temperature,
-                             grad_output, where)
+    if z.ndim == 0:  # the NumPy checks give the error
+        v.cross_entropy_args(z, t, None, ignore_index, reduction, label_smoothing, temperature,
+                             1.0, None)
     reduction = v.check_reduction(reduction)
     batch, classes = z.shape[:-1], z.shape[-1]
     index = t.dtype.kind in "iu"
@@ -381,26 +390,30 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
 
     x = _main(logits, z.ndim - 1)
     row_chunks = x.chunks[:-1]
-    t_arr = _aligned(target, batch, row_chunks)[..., None] if index else _aligned(target, z.shape,
-                                                                                  x.chunks)
+    rows_shape = x.shape[:-1]  # NaN where dask does not know a length (z's stand-in says 0)
+    if index:
+        t_arr = _aligned(target, rows_shape, row_chunks)[..., None]
+    else:
+        t_arr = _aligned(target, x.shape, x.chunks)
     w_arr = weight
     if isinstance(weight, da.Array):
         w_arr = weight.rechunk(-1).reshape((1,) * (x.ndim - 1) + (classes,))
     elif weight is not None:
         w_arr = v.check_weight(weight, classes, dtype)
     m_arr = None if where is None else _aligned(where, x.shape, x.chunks)
-    g_arr = g if isinstance(g, float) else _aligned(g, batch, row_chunks)[..., None]
+    g_arr = g if isinstance(g, float) else _aligned(g, rows_shape, row_chunks)[..., None]
 
     inverse = None
     if reduction == "mean":
         if index:
-            parts = da.map_blocks(_denominator_block, x.map_blocks(_stand_in_block, dtype=x.dtype),
-                                  t_arr, w_arr, m_arr, ignore_index=ignore_index,
-                                  drop_axis=x.ndim - 1, chunks=_partials_chunks(x, x.ndim - 1),
-                                  dtype=np.float64)
+            parts = da.map_blocks(_denominator_block, t_arr, w_arr, m_arr, classes=classes,
+                                  logits_dtype=x.dtype, ignore_index=ignore_index,
+                                  drop_axis=x.ndim - 1, dtype=np.float64,
+                                  chunks=_partials_chunks(x, x.ndim - 1),
+                                  meta=np.empty((0,) * (x.ndim - 1), np.float64))
             inverse = _total(parts).map_blocks(_inverse, dtype=np.float64)
         else:
-            rows = math.prod(batch)
+            rows = _count(rows_shape)
             inverse = np.float64(1.0 / rows if rows else math.nan)
     inv_arr = None
     if want_grad and reduction == "mean":
@@ -513,10 +526,7 @@ def _bce_graph(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction
             check_broadcast_weight(w, name, z.shape, dtype)
 
     x = _main(logits, None)
-    n = math.prod(x.shape)
-    if reduction == "mean" and math.isnan(n):
-        raise ValueError("reduction='mean' of a dask array needs known chunk sizes "
-                         "(call compute_chunk_sizes() first)")
+    n = _count(x.shape) if reduction == "mean" else 0
     if want_grad and reduction == "mean":  # NumPy's per-element coefficient: (1 / n) * g
         inverse = 1.0 / n if n else math.nan
         g = inverse * g if isinstance(g, float) else inverse * g.astype(np.float64)

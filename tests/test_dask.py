@@ -217,6 +217,22 @@ def test_split_class_axis_is_rechunked_with_a_performance_warning():
         check_same(fs.sigmoid(da.from_array(x, chunks=(6, 3))), fs.sigmoid(x), False)
 
 
+@needs_jit
+def test_unknown_chunk_sizes():
+    rng = np.random.default_rng(9)
+    x = random_logits((ROWS, C), np.float32, rng)
+    t = index_target(x.shape, rng)
+    X, T = da.from_array(x, chunks=(6, C)), da.from_array(t, chunks=6)
+    keep = x[:, 0] > 0
+    Xk, Tk = X[X[:, 0] > 0], T[X[:, 0] > 0]  # row counts unknown (NaN) until computed
+    assert np.isnan(Xk.shape[0])
+    check_same(fs.softmax(Xk), fs.softmax(x[keep]), False)
+    check_same(fs.cross_entropy_with_grad(Xk, Tk), fs.cross_entropy_with_grad(x[keep], t[keep]),
+               True)
+    with pytest.raises(ValueError, match=r"unknown chunk sizes: call compute_chunk_sizes\(\)"):
+        fs.binary_cross_entropy_with_logits(Xk, Xk)
+
+
 def test_results_are_lazy():
     x = random_logits((ROWS, C), np.float32, np.random.default_rng(4))
     loads = []
