@@ -12,10 +12,18 @@ from typing import Any
 import numpy as np
 
 
+_NDARRAY = np.ndarray  # a module global: one lookup per argument instead of two
+
+
 def dask_in(*args: Any) -> bool:
-    """True if any argument is a dask collection (its type is defined in a ``dask`` module)."""
+    """True if any argument is a dask collection (its type is defined in a ``dask`` module).
+
+    Public functions call it only once ``"dask" in sys.modules``: before dask is imported no
+    argument can be a dask array, and the NumPy path then pays a dict lookup only.
+    """
     for a in args:
-        if type(a) is not np.ndarray and a is not None and type(a).__module__.startswith("dask"):
+        t = type(a)
+        if t is not _NDARRAY and a is not None and t.__module__.startswith("dask"):
             return True
     return False
 

@@ -157,7 +157,6 @@ def check_same(lazy, expected, reduced):
     return got
 
 
-@needs_jit
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -166,7 +165,6 @@ def test_matches_numpy(name, layout, dtype):
     check_same(dask_call(fn, args, kwargs, LAYOUTS[layout]), fn(*args, **kwargs), reduced)
 
 
-@needs_jit
 @pytest.mark.parametrize("name", [n for n in CASE_NAMES if n.startswith(("ce_", "bce_", "softmax"))])
 def test_mixed_numpy_and_dask_arguments(name):
     fn, args, kwargs, reduced = make_cases(np.float32, seed=1)[name]
@@ -181,7 +179,6 @@ def test_mixed_numpy_and_dask_arguments(name):
                    reduced)
 
 
-@needs_jit
 def test_batch_dims_chunked_and_class_axis_first():
     rng = np.random.default_rng(2)
     x = random_logits((4, 5, C), np.float32, rng)
@@ -201,7 +198,6 @@ def test_batch_dims_chunked_and_class_axis_first():
                True)
 
 
-@needs_jit
 def test_split_class_axis_is_rechunked_with_a_performance_warning():
     x = random_logits((ROWS, C), np.float32, np.random.default_rng(3))
     with pytest.warns(PerformanceWarning, match=r"class axis \(axis 1\) is split into 3 chunks") as rec:
@@ -217,7 +213,6 @@ def test_split_class_axis_is_rechunked_with_a_performance_warning():
         check_same(fs.sigmoid(da.from_array(x, chunks=(6, 3))), fs.sigmoid(x), False)
 
 
-@needs_jit
 def test_unknown_chunk_sizes():
     rng = np.random.default_rng(9)
     x = random_logits((ROWS, C), np.float32, rng)
@@ -248,7 +243,6 @@ def test_results_are_lazy():
     assert loads == [] and all(isinstance(r, da.Array) for r in results)
 
 
-@needs_jit
 def test_reductions_do_not_depend_on_scheduler_or_workers():
     fn, args, kwargs, _ = make_cases(np.float64)["ce_with_grad_mean"]
     lazy = dask_call(fn, args, kwargs, LAYOUTS["single_rows"])
@@ -324,7 +318,6 @@ def test_bad_arguments_raise_the_numpy_error_when_the_graph_is_built(name):
         call(_unreadable(X32))
 
 
-@needs_jit
 @pytest.mark.parametrize("reduction", ["none", "mean"])
 def test_bad_values_raise_the_numpy_error_at_compute_time(reduction):
     t = np.arange(ROWS) % C
@@ -404,3 +397,14 @@ def test_cluster_every_function_matches_numpy_and_threads(client, layout):
             if not (reduced is True and i == 0):
                 assert r.tobytes() == l.tobytes(), name
             assert_close(r, np.asarray(e), reduced, i == 0)
+
+
+@needs_jit
+def test_example_runs_on_a_local_cluster():
+    pytest.importorskip("distributed")
+    script = os.path.join(ROOT, "examples", "dask_per_token_losses.py")
+    run = subprocess.run([sys.executable, script, "--tokens", "6000", "--vocab", "50", "--block",
+                          "1000", "--memory-limit", "512MiB"], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, timeout=180, check=True)
+    assert "dashboard: http://127.0.0.1:" in run.stdout
+    assert "equal to the NumPy call on the first block" in run.stdout
