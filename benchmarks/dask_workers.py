@@ -6,7 +6,9 @@
 
 Each configuration starts its own cluster, computes once to load the kernels, then times
 ``--repeat`` full passes over the file (the file stays in the page cache: this measures compute
-and data movement between processes, not the disk).
+and data movement between processes, not the disk). It also reports how long one block's task
+(read the slice, compute its losses) takes on a worker: when that grows with the number of
+workers, the workers are not getting a core each (other load on the machine).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 import dask_per_token_losses as example  # noqa: E402  (sets NUMBA_NUM_THREADS=1 first)
-from distributed import Client  # noqa: E402
+from distributed import Client, get_task_stream  # noqa: E402
 
 
 def main() -> None:
@@ -44,16 +46,22 @@ def main() -> None:
                 losses, _ = example.per_token_losses(logits, targets, args.block)
                 client.compute(losses[: args.block], sync=True)  # kernels loaded on every worker
                 client.run(lambda: None)
-                times = []
+                times, block_times = [], []
                 for _ in range(args.repeat):
-                    start = time.perf_counter()
-                    client.compute(losses, sync=True)
-                    times.append(time.perf_counter() - start)
+                    with get_task_stream() as stream:
+                        start = time.perf_counter()
+                        client.compute(losses, sync=True)
+                        times.append(time.perf_counter() - start)
+                    block_times += [sum(s["stop"] - s["start"] for s in task["startstops"]
+                                        if s["action"] == "compute")
+                                    for task in stream.data if "_ce_block" in str(task["key"])]
             seconds = statistics.median(times)
             rates[workers] = args.tokens / seconds
+            block = statistics.median(block_times)
             print(f"{workers} worker(s): {seconds:.3f} s median of {args.repeat} "
                   f"(min {min(times):.3f}), {rates[workers] / 1e6:.3f} M tokens/s, "
-                  f"{gib / seconds:.2f} GiB/s")
+                  f"{gib / seconds:.2f} GiB/s; a block (read + loss) takes {block * 1e3:.1f} ms "
+                  f"on its worker: {args.block / block / 1e6:.3f} M tokens/s per busy worker")
         base = min(rates)
         for workers, rate in rates.items():
             print(f"speed-up with {workers} worker(s): {rate / rates[base]:.2f}x")

@@ -7,11 +7,13 @@ with a ``PerformanceWarning``), so every row gives the bits the NumPy call gives
 family is elementwise and maps over any blocks. Other arguments (targets, weights, masks,
 tangents, grad_output) may be NumPy or dask arrays; they are chunked like the logits.
 
-Reductions ("sum", "mean"): each block gives its partial loss sum (and, for class-index
-targets, its weighted count of rows); ``math.fsum`` adds the partials in one task, so the result
-does not depend on the scheduler, the number of workers or the order in which blocks finish.
-Gradients use the global "mean" denominator, passed to every block as ``grad_output / denom``
-with reduction "sum": the same per-row coefficient the NumPy call computes.
+Reductions ("sum", "mean"): each block gives its partial loss sum (the NumPy function's "sum",
+in the logits' dtype) and, for class-index targets, its weighted count of rows; ``math.fsum``
+adds the partials in one task, so the result does not depend on the scheduler, the number of
+workers or the order in which blocks finish, only on the chunks. Gradients use the global
+"mean" denominator, passed to every block as ``grad_output / denominator`` with reduction
+"sum": the per-row coefficient the NumPy call computes, bit for bit whenever the denominator
+is (the kernel adds class weights in an order of its own; sums without weights are exact).
 
 Errors that shapes and dtypes reveal are raised when the graph is built, by the checks of
 ``_validate`` (on zero-stride stand-ins with the real shapes, which they reject before reading
