@@ -389,6 +389,8 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
                        probe_w, ignore_index, reduction, label_smoothing, temperature,
                        g if isinstance(g, float) else _probe(g), True, None, probe_m)
     dtype = probe.dtype
+    if index and not isinstance(target, da.Array):  # NumPy labels: checked whole now, as NumPy
+        v.check_target(t, z.shape, ignore_index, dtype)
 
     x = _main(logits, z.ndim - 1)
     row_chunks = x.chunks[:-1]
@@ -397,11 +399,11 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
         t_arr = _aligned(target, rows_shape, row_chunks)[..., None]
     else:
         t_arr = _aligned(target, x.shape, x.chunks)
-    w_arr = weight
-    if isinstance(weight, da.Array):
-        w_arr = weight.rechunk(-1).reshape((1,) * (x.ndim - 1) + (classes,))
-    elif weight is not None:
-        w_arr = v.check_weight(weight, classes, dtype)
+    w_arr = None
+    if weight is not None:  # one key in the graph (a constant would be copied into every task)
+        w = weight if isinstance(weight, da.Array) else da.from_array(
+            v.check_weight(weight, classes, dtype))
+        w_arr = w.rechunk(-1).reshape((1,) * (x.ndim - 1) + (classes,))
     m_arr = None if where is None else _aligned(where, x.shape, x.chunks)
     g_arr = g if isinstance(g, float) else _aligned(g, rows_shape, row_chunks)[..., None]
 
