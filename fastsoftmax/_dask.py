@@ -361,15 +361,15 @@ def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
     return _partial_array(weights[-1] if weights.size else 0.0, t.ndim)
 
 
-def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
-              label_smoothing: Any, temperature: Any, grad_output: Any, out: Any, where: Any,
-              want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
-    """The lazy cross-entropy: (loss or None, gradient or None)."""
+def _ce_checks(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: str,
+               label_smoothing: Any, temperature: Any, grad_output: Any,
+               where: Any) -> tuple[bool, Any, np.dtype]:
+    """The NumPy checks of a cross-entropy call that the graph can make before any block is
+    read; returns (class-index target?, grad_output as a float or array, result dtype)."""
     z, t = _meta(logits), _meta(target)
     if z.ndim == 0:  # the NumPy checks give the error
         v.cross_entropy_args(z, t, None, ignore_index, reduction, label_smoothing, temperature,
                              1.0, None)
-    reduction = v.check_reduction(reduction)
     batch, classes = z.shape[:-1], z.shape[-1]
     index = t.dtype.kind in "iu"
     if t.dtype.kind not in "iuf" or t.shape != (batch if index else z.shape):
@@ -379,22 +379,30 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
     g = _grad_output(grad_output, reduction, batch)
     if where is not None:
         _check_where(where, z.shape, z.ndim - 1)
-    if want_grad:
-        _no_out(out)
     # the other checks (dtypes, options, NumPy weight values) on a one-row probe of each argument
     probe_w = weight if not isinstance(weight, da.Array) else _probe(weight, (0,))
-    probe_m = None if where is None else np.ones(_probe(_meta(where), (np.ndim(where) - 1,)).shape,
-                                                 bool)
+    probe_m = None if where is None else np.ones(_probe(where, (np.ndim(where) - 1,)).shape, bool)
     _, probe = _ce_run(_probe(z, (z.ndim - 1,)), _probe(t, () if index else (t.ndim - 1,)),
                        probe_w, ignore_index, reduction, label_smoothing, temperature,
                        g if isinstance(g, float) else _probe(g), True, None, probe_m)
-    dtype = probe.dtype
     if index and not isinstance(target, da.Array):  # NumPy labels: checked whole now, as NumPy
-        v.check_target(t, z.shape, ignore_index, dtype)
+        v.check_target(t, z.shape, ignore_index, probe.dtype)
+    return index, g, probe.dtype
 
-    x = _main(logits, z.ndim - 1)
+
+def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
+              label_smoothing: Any, temperature: Any, grad_output: Any, out: Any, where: Any,
+              want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+    """The lazy cross-entropy: (loss or None, gradient or None)."""
+    reduction = v.check_reduction(reduction)
+    index, g, dtype = _ce_checks(logits, target, weight, ignore_index, reduction,
+                                 label_smoothing, temperature, grad_output, where)
+    if want_grad:
+        _no_out(out)
+    x = _main(logits, np.ndim(logits) - 1)
+    classes = x.shape[-1]
     row_chunks = x.chunks[:-1]
-    rows_shape = x.shape[:-1]  # NaN where dask does not know a length (z's stand-in says 0)
+    rows_shape = x.shape[:-1]  # NaN where dask does not know a length
     if index:
         t_arr = _aligned(target, rows_shape, row_chunks)[..., None]
     else:
