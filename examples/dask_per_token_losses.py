@@ -11,12 +11,14 @@ cluster and checked against the NumPy call on the first block.
     python examples/dask_per_token_losses.py                       # 768 MiB of logits, ~30 s
     python examples/dask_per_token_losses.py --tokens 1048576 --memory-limit 1GiB   # 4 GiB
 
-The cluster's dashboard address is printed: open it to watch the blocks stream through.
+The cluster's dashboard address is printed: open it to watch the blocks stream through (the
+dashboard needs bokeh: ``pip install "dask[diagnostics]"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
@@ -102,7 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"logits on disk: {logits_file.shape} float32, {size / 2**20:.0f} MiB; "
               f"{args.workers} workers with memory_limit={args.memory_limit} each")
         with start_cluster(args.workers, args.memory_limit) as cluster, Client(cluster) as client:
-            print(f"dashboard: {cluster.dashboard_link}")
+            served = importlib.util.find_spec("bokeh") is not None
+            print(f"dashboard: {cluster.dashboard_link}" + ("" if served else
+                  " (not served without bokeh: pip install 'dask[diagnostics]')"))
             losses, mean = per_token_losses(logits_file, targets_file, args.block)
             start = time.perf_counter()
             losses, mean = client.compute([losses, mean], sync=True)
