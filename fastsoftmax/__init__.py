@@ -1,7 +1,10 @@
 """fastsoftmax: Numba-accelerated CPU kernels for softmax, its derivatives and cross-entropy."""
 
-# first: _info imports _runtime, which picks a writable numba cache directory and loads TBB
-# before any kernel module is imported (numba fixes the cache directory at decoration)
+# before the imports: the kernels' cache directory is keyed by it (fastsoftmax/_cache.py)
+__version__ = "0.1.0"
+
+# first: _info imports _runtime, which installs the numba cache locator and loads TBB before
+# any kernel module is imported (numba fixes the cache directory at decoration)
 from ._info import info, warmup  # isort: skip
 from .binary import (
     binary_cross_entropy_with_logits,
@@ -13,8 +16,6 @@ from .binary import (
 from .derivatives import log_softmax_vjp, softmax_jacobian, softmax_jvp, softmax_vjp
 from .losses import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 from .softmax import log_softmax, logsumexp, softmax
-
-__version__ = "0.1.0"
 
 __all__ = [
     "softmax",

@@ -297,6 +297,22 @@ def _grad_output(g: Any, reduction: str, shape: tuple[int, ...]) -> Any:
     return float(meta) if meta.ndim == 0 else g
 
 
+def _widened(z: np.ndarray, reduction: str) -> np.ndarray:
+    """float16 logits as the float32 the NumPy functions compute them in, when the block's loss
+    is a partial sum: it then stays in float32 (the NumPy call rounds only the total to
+    float16). Per-row losses keep float16 blocks, rounded once from float64 as in the NumPy
+    call."""
+    return z.astype(np.float32) if reduction != "none" and z.dtype == np.float16 else z
+
+
+def _rounded(grad: Any, z: np.ndarray) -> Any:
+    """A gradient computed from widened float16 logits ``z``, rounded to float16 as the NumPy
+    call rounds it."""
+    if grad is None or z.dtype != np.float16 or grad.dtype == z.dtype:
+        return grad
+    return grad.astype(z.dtype)
+
+
 def _partial_array(loss: Any, dims: int) -> np.ndarray:
     """A block's reduced loss as the float64 partial of shape (1, ..., 1)."""
     return np.full((1,) * dims, np.float64(loss))
@@ -330,11 +346,12 @@ def _ce_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, g: Any, inv: Any,
     if inv is not None:  # the "mean" gradient: grad_output / global denominator, with "sum"
         g = _scalar(g) * _scalar(inv)
     try:
-        loss, grad = _ce_run(z, t, w, options["ignore_index"],
+        loss, grad = _ce_run(_widened(z, reduction), t, w, options["ignore_index"],
                              "none" if reduction == "none" else "sum", options["label_smoothing"],
                              options["temperature"], g, want_grad, None, mask)
     except ValueError as exc:
         raise _global_message(exc, _block_start(block_info, dims)) from None
+    grad = _rounded(grad, z)
     if reduction != "none":
         loss = _partial_array(loss, dims)
     if want_loss and want_grad:
@@ -504,8 +521,9 @@ def _bce_block(z: np.ndarray, t: np.ndarray, w: Any, pw: Any, g: Any, *, reducti
                want_loss: bool, want_grad: bool) -> Any:
     """One block through the NumPy binary cross-entropy: its loss (elementwise for "none",
     else the float64 partial sum) and/or its gradient."""
-    loss, grad = _bce_run(z, t, w, pw, "none" if reduction == "none" else "sum", g, want_loss,
-                          want_grad, None)
+    loss, grad = _bce_run(_widened(z, reduction), t, w, pw,
+                          "none" if reduction == "none" else "sum", g, want_loss, want_grad, None)
+    grad = _rounded(grad, z)
     if want_loss and reduction != "none":
         loss = _partial_array(loss, z.ndim)
     if want_loss and want_grad:

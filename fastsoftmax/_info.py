@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 # _runtime sets up numba's cache location and TBB; kernel modules are imported after it (lazily)
-from . import _runtime
+from . import _cache, _runtime
 
 
 class Info(dict):
@@ -60,25 +60,22 @@ def _row_kernels() -> list[Any]:
 
 
 def _cache_dir() -> tuple[str | None, str]:
-    """(directory where numba caches the kernels, which rule chose it)."""
+    """(directory where numba caches the kernels, which rule chose it), read from the cache
+    locator numba chose for the softmax kernel."""
     if numba.config.DISABLE_JIT:
         return None, "JIT disabled (NUMBA_DISABLE_JIT)"
     from ._kernels.softmax import softmax_rows
 
-    cache = getattr(softmax_rows.serial, "_cache", None)
-    path = getattr(cache, "_cache_path", None)  # numba's FunctionCache: the locator's directory
-    if path is None:
+    cache = getattr(softmax_rows.serial, "_cache", None)  # numba's FunctionCache
+    locator = getattr(getattr(cache, "_impl", None), "locator", None)
+    if locator is None:
         return None, "unknown"
-    path = os.path.abspath(path)
-    config_dir = numba.config.CACHE_DIR
-    if _runtime.CACHE_FALLBACK_DIR and path.startswith(os.path.abspath(_runtime.CACHE_FALLBACK_DIR)):
-        return path, "temporary fallback (package and user cache directories not writable)"
-    if config_dir and path.startswith(os.path.abspath(config_dir)):
-        return path, "NUMBA_CACHE_DIR"
-    source = os.path.abspath(softmax_rows.serial.py_func.__code__.co_filename)
-    if os.path.dirname(path) == os.path.dirname(source):
-        return path, "package __pycache__"
-    return path, "user cache directory"
+    path = os.path.abspath(locator.get_cache_path())
+    if isinstance(locator, _cache.PackageCacheLocator):
+        chosen = _cache.chosen_cache_dir()
+        return path, chosen.source if chosen else "unknown"
+    name = type(locator).__name__
+    return path, "NUMBA_CACHE_DIR" if name.lstrip("_") == "UserProvidedCacheLocator" else f"numba's {name}"
 
 
 _VECTOR_OP = re.compile(r"^\s*v\w+p[sd]\s.*%([yz]mm)\d+", re.MULTILINE)  # packed float AVX op
@@ -178,7 +175,10 @@ def info(*, initialize: bool = True, check_vector: bool = True) -> Info:
         ``numpy``, ``numba``, ``llvmlite`` (versions), ``platform``, ``cpu`` (LLVM host CPU name),
         ``threading_layer``, ``num_threads`` (``numba.get_num_threads()`` of the calling thread),
         ``max_threads`` (``NUMBA_NUM_THREADS``), ``serial_below`` (elements below which kernels
-        run serially), ``serial_only``, ``cache_dir``, ``cache_dir_source``, ``vectorized_exp``,
+        run serially), ``serial_only``, ``cache_dir`` (where numba caches the compiled kernels:
+        by default ``<user cache dir>/fastsoftmax/<version>-<sources hash>/numba-<version>/...``,
+        never the package directory), ``cache_dir_source`` (``"user cache directory"``,
+        ``"NUMBA_CACHE_DIR"`` or ``"temporary fallback (...)"``), ``vectorized_exp``,
         ``vector_check`` and ``tbb_library`` (path of the loaded TBB library or None).
     """
     from . import __version__

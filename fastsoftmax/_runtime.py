@@ -4,11 +4,10 @@ This module is imported before any kernel module (``fastsoftmax/__init__.py`` im
 first, which imports this) and imports no kernel itself, because two things must happen before the
 first ``@njit`` runs:
 
-- Cache location: kernels use ``cache=True`` and numba picks the cache directory when a kernel
-  is *decorated*, in this order: ``NUMBA_CACHE_DIR``, the package's ``__pycache__``, the user cache
-  directory (``~/.cache/numba``). When none is writable (package installed read-only, HOME not
-  writable) numba raises ``RuntimeError: cannot cache function ...`` at import. Then, and only
-  then, ``numba.config.CACHE_DIR`` is pointed at a private directory under the system temp dir.
+- Cache location: kernels use ``cache=True`` and numba picks a kernel's cache directory when it
+  is *decorated*; ``fastsoftmax._cache.install()`` (called here) adds the locator that keeps the
+  package's compiled code in a per-user cache directory instead of the package directory (see
+  ``_cache`` for the rules; ``NUMBA_CACHE_DIR`` still wins).
 - TBB: numba prefers the TBB layer (thread- and fork-safe) but loads ``libtbb.so.12`` by soname;
   the pip ``tbb`` package puts it in ``<prefix>/lib``, which the loader only searches when the
   Python binary has that directory in its RUNPATH (pyenv, conda) and not, e.g., in a venv made
@@ -42,14 +41,14 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import stat
 import sys
-import tempfile
 import threading
 import warnings
 from typing import TYPE_CHECKING
 
 import numba
+
+from . import _cache
 
 if TYPE_CHECKING:
     from ._kernels._compile import RowKernel
@@ -59,87 +58,10 @@ if TYPE_CHECKING:
 # 0.76 at 4096 elements, 1.17 at 8192, 1.46 at 16384, 1.7-2.1 from 32768 on.
 SERIAL_BELOW = 8192
 
-_KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels", "_math.py")
-
 
 # --------------------------------------------------------------------------- numba cache location
 
-def _numba_can_cache(py_file: str) -> bool:
-    """Whether numba's own cache locators find a writable directory for ``py_file``."""
-    try:
-        from numba.core import caching
-
-        # CacheImpl in numba 0.68, _CacheImpl in older releases
-        impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
-        locators = list(impl._locator_classes)
-    except (ImportError, AttributeError):  # numba internals moved: check the three usual places
-        user = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "numba")
-        places = [numba.config.CACHE_DIR, os.path.join(os.path.dirname(py_file), "__pycache__"), user]
-        return any(p and _writable_dir(p) for p in places)
-
-    def probe():  # pragma: no cover - only its code object is used
-        pass
-
-    for cls in locators:
-        try:
-            if cls.from_function(probe, py_file) is not None:
-                return True
-        except Exception:  # a locator that cannot even be tried is not available
-            continue
-    return False
-
-
-def _writable_dir(path: str) -> bool:
-    try:
-        os.makedirs(path, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-        return True
-    except OSError:
-        return False
-
-
-def _private_cache_dir() -> str:
-    """``<tmp>/fastsoftmax-numba-<uid>``, created 0o700; a fresh ``mkdtemp`` if that one is unsafe.
-
-    Cache files hold machine code, so a directory another user could have created or can write
-    is never used.
-    """
-    uid = os.getuid() if hasattr(os, "getuid") else None
-    path = os.path.join(tempfile.gettempdir(), f"fastsoftmax-numba-{uid if uid is not None else 'user'}")
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.lstat(path)
-        safe = stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if uid is not None:
-            safe = safe and st.st_uid == uid
-        if safe and _writable_dir(path):
-            return path
-    except OSError:
-        pass
-    return tempfile.mkdtemp(prefix="fastsoftmax-numba-")
-
-
-def _configure_cache() -> str | None:
-    """Point numba at a private temp cache directory if, and only if, it has no writable one.
-
-    Returns the directory set, or None when numba's own choice was kept. Does nothing when the
-    user chose the locators (``NUMBA_CACHE_LOCATOR_CLASSES``) or disabled the JIT.
-    """
-    if numba.config.DISABLE_JIT or getattr(numba.config, "CACHE_LOCATOR_CLASSES", ""):
-        return None
-    if _numba_can_cache(_KERNEL_SOURCE):
-        return None
-    try:
-        path = _private_cache_dir()
-    except OSError:  # no usable temp directory at all: leave numba's error to speak
-        return None
-    # config only, not os.environ: a changed NUMBA_* variable makes numba re-read its whole
-    # configuration at the next compile, which would undo settings the user made in code.
-    numba.config.CACHE_DIR = path
-    return path
-
-
-CACHE_FALLBACK_DIR = _configure_cache()
+_cache.install()  # before any kernel is decorated
 
 
 # --------------------------------------------------------------------------------------------- TBB

@@ -6,7 +6,6 @@ exactly the same inputs.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -14,6 +13,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 REDUCTIONS = ("mean", "sum", "none")
+
+
+_HALF = np.dtype(np.float16)
 
 
 def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
@@ -29,6 +31,32 @@ def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
         f"{name} has dtype {dtype}; expected a real floating, integer or bool array "
         "(float16/32/64; longdouble, complex, object and string arrays are not supported)"
     )
+
+
+def result_dtype(x: Any, arr: np.ndarray) -> np.dtype:
+    """The dtype of a result computed from ``arr``, the compute-dtype array made of the input
+    ``x``: float16 for a float16 input (computed in float32, as NumPy, PyTorch and JAX return
+    float16), else ``arr``'s dtype."""
+    if x is arr or arr.dtype.char != "f":  # no conversion (the common case), or not float32
+        return arr.dtype
+    dtype = x.dtype if isinstance(x, np.ndarray) else np.asarray(x).dtype
+    return _HALF if dtype.char == "e" else arr.dtype
+
+
+def deliver(result: np.ndarray, dtype: np.dtype, out: np.ndarray | None) -> Any:
+    """What a public function returns for its computed ``result``.
+
+    Copied into ``out`` (rounded to its dtype) and ``out`` returned when given; otherwise
+    ``result`` rounded to ``dtype``, and a 0-d result as a NumPy scalar, as NumPy's reductions
+    return.
+    """
+    if out is not None:
+        if result is not out:
+            np.copyto(out, result)
+        return out
+    if result.dtype != dtype:
+        result = result.astype(dtype)
+    return result[()] if result.ndim == 0 else result
 
 
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
@@ -68,10 +96,12 @@ def normalize_axis(axis: Any, ndim: int) -> int:
 
 
 def check_classes(shape: tuple[int, ...], axis: int) -> int:
-    """The class count along ``axis``; 0 classes is an error (softmax over nothing)."""
+    """The class count along ``axis`` of cross-entropy logits: 0 classes is an error, as no
+    target can be valid (the softmax family returns empty results instead)."""
     classes = shape[axis]
     if classes == 0:
-        raise ValueError(f"the class axis (axis {axis}) has length 0; softmax needs at least 1 class")
+        raise ValueError(f"the class axis (axis {axis}) has length 0; cross-entropy needs at "
+                         "least 1 class")
     return classes
 
 
@@ -241,7 +271,8 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
 
 
 def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
-    """A boolean mask broadcast to ``shape``, as C-contiguous (rows, classes) like the data."""
+    """A boolean mask broadcast to ``shape``, as C-contiguous (rows, classes) like the data
+    (None when there is no mask, or no class to mask)."""
     if where is None:
         return None
     mask = np.asarray(where)
@@ -251,21 +282,23 @@ def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | N
         mask = np.broadcast_to(mask, shape)
     except ValueError:
         raise ValueError(f"where has shape {mask.shape}, which does not broadcast to {shape}") from None
-    return to_rows(mask, axis)
+    return to_rows(mask, axis) if shape[axis] else None
 
 
 def product_args(a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any,
-                 out: Any) -> tuple[np.ndarray, np.ndarray, int, Any]:
-    """Checks of the two-input derivative products (JVP/VJP): (a, b, axis, 1/T in the dtype)."""
+                 out: Any) -> tuple[np.ndarray, np.ndarray, int, Any, np.dtype]:
+    """Checks of the two-input derivative products (JVP/VJP): (a, b in the common compute dtype,
+    axis, 1/T in that dtype, the result dtype)."""
     dtype = common_dtype(a, b, names=names)
+    a_in, b_in = a, b
     a = as_float_array(a, names[0], dtype)
     b = as_float_array(b, names[1], dtype)
     check_same_shape(a, b, *names)
     axis = normalize_axis(axis, a.ndim)
-    check_classes(a.shape, axis)
     scale = scale_for(temperature, dtype)
-    check_out(out, a.shape, dtype)
-    return a, b, axis, scale
+    res_dtype = np.result_type(result_dtype(a_in, a), result_dtype(b_in, b))
+    check_out(out, a.shape, res_dtype)
+    return a, b, axis, scale, res_dtype
 
 
 class CrossEntropyArgs(NamedTuple):
@@ -307,21 +340,30 @@ def cross_entropy_args(logits: Any, target: Any, weight: Any, ignore_index: Any,
     return CrossEntropyArgs(z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask)
 
 
+class _WritableAlias:
+    """A writable array interface over a read-only array's memory that keeps the array alive."""
+
+    __slots__ = ("__array_interface__", "owner")
+
+    def __init__(self, a: np.ndarray):
+        self.owner = a
+        self.__array_interface__ = {"version": 3, "shape": a.shape, "typestr": a.dtype.str,
+                                    "strides": a.strides, "data": (a.ctypes.data, False)}
+
+
 def kernel_input(a: np.ndarray) -> np.ndarray:
-    """``a`` as a kernel input: ``a`` itself, or for a read-only C-contiguous ``a`` a writable
-    alias of the same memory.
+    """``a`` as a kernel input: ``a`` itself, or for a read-only ``a`` a writable alias of the
+    same memory.
 
     numba types read-only arrays apart and compiles every kernel again for them: seconds per
     function, dtype and combination of read-only arguments, on the first call. The kernels never
     write their inputs (only ``out``, which must be writable), so a read-only input goes in as
-    an alias typed like any other array. The caller keeps ``a`` alive while the kernel runs.
+    an alias typed like any other array. The alias's ``base`` holds ``a``, so the memory lives
+    as long as the alias does.
     """
     if a.flags.writeable:
         return a
-    if a.size == 0:
-        return np.empty(a.shape, a.dtype)
-    memory = (ctypes.c_char * a.nbytes).from_address(a.ctypes.data)
-    return np.frombuffer(memory, dtype=a.dtype).reshape(a.shape)
+    return np.asarray(_WritableAlias(a))
 
 
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
@@ -329,7 +371,7 @@ def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
     if axis == x.ndim - 1 and x.flags.c_contiguous:
         return kernel_input(x.reshape(-1, x.shape[-1]))
     moved = np.moveaxis(x, axis, -1)
-    return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+    return kernel_input(np.ascontiguousarray(moved).reshape(-1, moved.shape[-1]))
 
 
 class RowsOut:

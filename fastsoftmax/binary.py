@@ -117,16 +117,19 @@ def _same_or_disjoint(a: np.ndarray, b: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- sigmoid
 
 
-def _elementwise(kernel, x: ArrayLike, out: np.ndarray | None) -> np.ndarray:
+def _elementwise(kernel, x: ArrayLike, out: np.ndarray | None) -> np.ndarray | np.floating:
+    x_in = x
     x = v.as_float_array(x, "x")
-    v.check_out(out, x.shape, x.dtype)
+    dtype = v.result_dtype(x_in, x)
+    v.check_out(out, x.shape, dtype)
     flat = _flat(x)
-    dest = _FlatOut(out, x.shape, x.dtype, (flat,))
+    # a float16 result is rounded from a float32 buffer, never written into `out` directly
+    dest = _FlatOut(out if dtype == x.dtype else None, x.shape, x.dtype, (flat,))
     launch(kernel, flat.size, flat, dest.flat, SPAN)
-    return dest.result()
+    return v.deliver(dest.result(), dtype, out)
 
 
-def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
+def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | np.floating:
     """The logistic function ``1 / (1 + exp(-x))``, elementwise, without overflow.
 
     Computed as ``1 / (1 + e)`` for x >= 0 and ``e / (1 + e)`` for x < 0, with e = exp(-|x|).
@@ -134,22 +137,24 @@ def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     Parameters
     ----------
     x : array_like
-        Any shape; float32/float64 computed natively, float16 in float32, ints and bools in float64.
+        Any shape; float32/float64 computed natively, float16 in float32 (the result is
+        float16), ints and bools in float64.
     out : ndarray, optional
         Writable array of x's shape and result dtype; may be ``x`` itself.
 
     Returns
     -------
-    ndarray
+    ndarray or NumPy scalar
         Values in [0, 1]: exactly 1 at +inf (and for x above ~37 in float64, ~17 in float32),
-        exactly 0 at -inf, NaN for NaN.
+        exactly 0 at -inf, NaN for NaN. A NumPy scalar for 0-d ``x`` (unless ``out`` is given),
+        as NumPy's ufuncs return.
     """
     if "dask" in sys.modules and dask_in(x):
         return dask_call("sigmoid", x, out=out)
     return _elementwise(sigmoid_flat, x, out)
 
 
-def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
+def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | np.floating:
     """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``, elementwise, stable for any x.
 
     Parameters and dtype rules as in :func:`sigmoid`. Returns values <= 0: -inf at -inf, 0 at
@@ -203,6 +208,7 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None,
     """Validate and run the fused kernel once; return (loss or None, gradient or None)."""
     z = v.as_float_array(logits, "logits")
     dtype = z.dtype
+    res_dtype = v.result_dtype(logits, z)
     shape = z.shape
     reduction = v.check_reduction(reduction)
     y = check_binary_target(target, shape, dtype)
@@ -215,7 +221,7 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None,
         g = np.asarray(grad_output)
         gout = v.check_grad_output(g, reduction, () if g.ndim == 0 else shape)
     if want_grad:
-        v.check_out(out, shape, dtype)
+        v.check_out(out, shape, res_dtype)
 
     n = math.prod(shape)
     classes = shape[-1] if shape else 1
@@ -239,17 +245,20 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None,
     store_loss = want_loss and reduction == "none"
     loss = np.empty(n if store_loss else 0, dtype=dtype)
     sums = np.empty(nblocks if want_loss and not store_loss else 0, dtype=np.float64)
-    dest = _FlatOut(out, shape, dtype, (x, t)) if want_grad else None
+    # a float16 gradient is rounded from a float32 buffer, never written into `out` directly
+    direct = out if res_dtype == dtype else None
+    dest = _FlatOut(direct, shape, dtype, (x, t)) if want_grad else None
     grad = dest.flat if want_grad else np.empty(0, dtype=dtype)
     total = launch(bce_flat, n, x, t, wv, pv, coef, loss, sums, grad, span)
 
     result = None
     if want_loss:
         if store_loss:
-            result = loss.reshape(shape)
+            result = v.deliver(loss.reshape(shape), res_dtype, None)
         else:
-            result = dtype.type(total / n if n else math.nan) if reduction == "mean" else dtype.type(total)
-    return result, dest.result() if want_grad else None
+            mean = total / n if n else math.nan
+            result = res_dtype.type(mean if reduction == "mean" else total)
+    return result, v.deliver(dest.result(), res_dtype, out) if want_grad else None
 
 
 def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
@@ -278,7 +287,9 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
 
     Returns
     -------
-    scalar of the logits' dtype, or an array of the logits' shape for reduction="none".
+    NumPy scalar of the result dtype, or an array of the logits' shape for reduction="none" (a
+    scalar for 0-d logits). The result dtype is the logits' compute dtype, float16 for float16
+    logits (computed in float32); the gradients have it too.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight):
         return dask_call("binary_cross_entropy_with_logits", logits, target, weight=weight,
@@ -305,7 +316,13 @@ def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLi
         Upstream gradient: a scalar for "mean"/"sum"; a scalar or an array of the logits' shape
         for "none".
     out : ndarray, optional
-        Writable array of the logits' shape and dtype; may be ``logits`` itself.
+        Writable array of the logits' shape and the result dtype; may be ``logits`` itself.
+
+    Returns
+    -------
+    ndarray or NumPy scalar
+        Of the logits' shape and the result dtype (see
+        :func:`binary_cross_entropy_with_logits`); a NumPy scalar for 0-d logits without ``out``.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight, grad_output):
         return dask_call("binary_cross_entropy_with_logits_backward", logits, target, weight=weight,

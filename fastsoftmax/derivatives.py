@@ -31,28 +31,34 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
     -------
     ndarray
         Shape ``batch + (C, C)``, where ``batch`` is ``probs.shape`` without ``axis``:
-        ``J[..., i, j] = p_i (delta_ij - p_j)``. Memory is C times that of ``probs``; prefer
-        :func:`softmax_jvp` / :func:`softmax_vjp`, which never build it.
+        ``J[..., i, j] = p_i (delta_ij - p_j)`` (empty for C = 0). Memory is C times that of
+        ``probs``; prefer :func:`softmax_jvp` / :func:`softmax_vjp`, which never build it.
     """
     if "dask" in sys.modules and dask_in(probs):
         return dask_call("softmax_jacobian", probs, axis)
     p = v.as_float_array(probs, "probs")
+    dtype = v.result_dtype(probs, p)
     axis = v.normalize_axis(axis, p.ndim)
-    classes = v.check_classes(p.shape, axis)
-    rows = v.to_rows(p, axis)
+    classes = p.shape[axis]
     batch = p.shape[:axis] + p.shape[axis + 1:]
+    if classes == 0:  # no classes: an empty Jacobian, nothing to compute
+        return np.empty(batch + (0, 0), dtype=dtype)
+    rows = v.to_rows(p, axis)
     out = np.empty(batch + (classes, classes), dtype=p.dtype)
     launch(jacobian_rows, rows.size * classes, rows, out.reshape(-1, classes, classes))
-    return out
+    return v.deliver(out, dtype, None)
 
 
 def _product(kernel, a: ArrayLike, b: ArrayLike, names: tuple[str, str], axis: int,
              temperature: float, out: np.ndarray | None) -> np.ndarray:
-    a, b, axis, scale = v.product_args(a, b, names, axis, temperature, out)
+    a, b, axis, scale, dtype = v.product_args(a, b, names, axis, temperature, out)
+    if a.shape[axis] == 0:  # no classes: an empty result, nothing to compute
+        return v.deliver(np.empty(a.shape, dtype), dtype, out)
     rows_a, rows_b = v.to_rows(a, axis), v.to_rows(b, axis)
-    dest = v.RowsOut(out, a.shape, a.dtype, axis, (rows_a, rows_b))
+    # a float16 result is rounded from a float32 buffer, never written into `out` directly
+    dest = v.RowsOut(out if dtype == a.dtype else None, a.shape, a.dtype, axis, (rows_a, rows_b))
     launch(kernel, rows_a.size, rows_a, rows_b, scale, dest.rows)
-    return dest.result()
+    return v.deliver(dest.result(), dtype, out)
 
 
 def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
@@ -74,6 +80,12 @@ def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, tempera
         T > 0 used to compute ``probs``.
     out : ndarray, optional
         Writable array of the result's shape and dtype; may be ``probs`` or ``tangent``.
+
+    Returns
+    -------
+    ndarray
+        Of ``probs``' shape, in the promoted dtype of the two inputs (float16 for two float16
+        inputs, computed in float32); empty when the class axis has length 0.
     """
     if "dask" in sys.modules and dask_in(probs, tangent):
         return dask_call("softmax_jvp", probs, tangent, axis, temperature=temperature, out=out)

@@ -23,6 +23,10 @@ Contract (the same for every function):
 - Shapes are NOT checked: a wrong shape reads or writes out of bounds. Class-index targets must
   be in ``[0, classes)`` (or -100, PyTorch's ``ignore_index``, to skip a row) and are not checked.
 - ``out`` may be the input itself (in place) where stated.
+- Pass writable arrays: numba types read-only arrays (``np.broadcast_to`` views, read-only
+  memory maps) apart and compiles each function again for them, which takes seconds. The public
+  functions hand read-only inputs to the kernels as writable aliases; calling these directly,
+  that is up to you.
 - The results are those of the public functions to rounding (the same kernels; numba may inline
   them into your function and optimize them together, which can move a result by an ulp). One
   call runs on one thread, so they are safe to call inside your own ``prange`` loop, e.g. one

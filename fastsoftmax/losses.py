@@ -33,14 +33,17 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
     z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask = v.cross_entropy_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
         grad_output, where)
+    dtype = v.result_dtype(logits, z)
     if want_grad:
-        v.check_out(out, z.shape, z.dtype)
+        v.check_out(out, z.shape, dtype)
     classes = z.shape[-1]
     batch = z.shape[:-1]
     rows = v.to_rows(z, z.ndim - 1)
     n = rows.shape[0]
     read_late = () if is_index else (t,)  # the gradient pass reads the target after the exp pass
-    dest = v.RowsOut(out, z.shape, z.dtype, z.ndim - 1, (rows,), read_late) if want_grad else None
+    # a float16 gradient is rounded from a float32 buffer, never written into `out` directly
+    direct = out if dtype == z.dtype else None
+    dest = v.RowsOut(direct, z.shape, z.dtype, z.ndim - 1, (rows,), read_late) if want_grad else None
     grad_rows = dest.rows if want_grad else np.empty((1, classes), z.dtype)
     losses = np.empty(n, dtype=np.float64)
     mean = reduction == "mean"
@@ -51,10 +54,10 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
         total = launch(prob_target_rows, rows.size, rows, t, w, eps, scale, gout, mean, losses,
                        grad_rows, want_grad, mask)
     if reduction == "none":
-        loss = losses.astype(z.dtype).reshape(batch)
+        loss = v.deliver(losses.reshape(batch), dtype, None)
     else:
-        loss = z.dtype.type(total)
-    return loss, dest.result() if want_grad else None
+        loss = dtype.type(total)
+    return loss, v.deliver(dest.result(), dtype, out) if want_grad else None
 
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
@@ -88,7 +91,14 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
 
     Returns
     -------
-    scalar of the logits' dtype, or an array of shape ``batch`` for reduction="none".
+    NumPy scalar of the result dtype, or an array of shape ``batch`` for reduction="none" (a
+    scalar for 1-D logits). The result dtype is the logits' compute dtype, float16 for float16
+    logits (computed in float32, as PyTorch does); the gradients have it too.
+
+    Raises
+    ------
+    ValueError
+        For logits with 0 classes (no target can be valid), among the other argument checks.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, where):
         return dask_call("cross_entropy", logits, target, weight=weight, ignore_index=ignore_index,
@@ -116,7 +126,7 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: Arra
         Upstream gradient: a scalar for "mean"/"sum"; a scalar or an array of shape ``batch``
         for "none".
     out : ndarray, optional
-        Writable array of the logits' shape and dtype; may be ``logits`` itself.
+        Writable array of the logits' shape and the result dtype; may be ``logits`` itself.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, grad_output, where):
         return dask_call("cross_entropy_backward", logits, target, weight=weight,

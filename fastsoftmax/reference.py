@@ -4,7 +4,9 @@ Slow and obviously right: softmax = exp(x - max) / sum, the Jacobian diag(p) - p
 by ``np.einsum`` over that Jacobian, cross-entropy as -sum(q * log_softmax) with PyTorch's
 weights, ignore_index, label smoothing and "mean" denominators, and its gradient as
 softmax * sum(q) - q. Tests compare the kernels against these; benchmarks time both.
-Computes in the same dtype as the fast functions (float32 stays float32; the losses in float64).
+Computes in the same dtype as the fast functions (float32 stays float32, float16 is computed in
+float32 and the result rounded to float16; the losses in float64); a class axis of length 0 gives
+empty results (logsumexp -inf) by the same formulas, and 0-d results are NumPy scalars.
 
 Logs of sums are exact where the math allows: with m = max(u), logsumexp(u) = m + log1p(d), d
 the sum of exp(u - m) over every entry but one maximum (whose own term is exactly 1), so a term
@@ -21,31 +23,39 @@ from numpy.typing import ArrayLike
 from . import _validate as v
 
 
-def _finish(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+def _result(value: Any, dtype: np.dtype) -> Any:
+    """``value`` in the result dtype: an array, or a NumPy scalar when 0-d."""
+    value = np.asarray(value).astype(dtype)
+    return value if value.ndim else dtype.type(value)
+
+
+def _finish(result: np.ndarray, out: np.ndarray | None, dtype: np.dtype) -> Any:
     if out is None:
-        return result
-    np.copyto(out, result)
+        return _result(result, dtype)
+    np.copyto(out, result.astype(dtype))
     return out
 
 
 def _prepare(x: ArrayLike, axis: int, temperature: float, out, where):
-    """x / T with entries left out by ``where`` set to -inf (they then get probability 0)."""
+    """x / T with entries left out by ``where`` set to -inf (they then get probability 0), the
+    axis and the result dtype."""
+    x_in = x
     x = v.as_float_array(x, "x")
+    dtype = v.result_dtype(x_in, x)
     axis = v.normalize_axis(axis, x.ndim)
-    v.check_classes(x.shape, axis)
     inv_t = v.inverse_temperature(temperature)
-    v.check_out(out, x.shape, x.dtype)
+    v.check_out(out, x.shape, dtype)
     u = x * x.dtype.type(inv_t)
     if where is not None:
         v.check_where(where, x.shape, axis)
         u = np.where(where, u, x.dtype.type(-np.inf))
-    return u, axis
+    return u, axis, dtype
 
 
 def _safe_softmax(u: np.ndarray, axis: int) -> np.ndarray:
     """exp(u - max) / sum with the limits the package documents for inf rows."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        m = np.max(u, axis=axis, keepdims=True)
+        m = np.max(u, axis=axis, keepdims=True, initial=-np.inf)  # -inf: the max of no classes
         posinf = np.isposinf(m)
         # +inf entries share the probability: softmax of the indicator of u == +inf
         shifted = np.where(posinf, np.where(np.isposinf(u), 0.0, -np.inf), u - np.where(np.isfinite(m), m, 0))
@@ -58,22 +68,23 @@ def _safe_softmax(u: np.ndarray, axis: int) -> np.ndarray:
 def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
             where=None) -> np.ndarray:
     """Reference: ``exp(u - max(u)) / sum(exp(u - max(u)))``, u = x / T (-inf where masked)."""
-    u, axis = _prepare(x, axis, temperature, out, where)
-    return _finish(_safe_softmax(u, axis), out)
+    u, axis, dtype = _prepare(x, axis, temperature, out, where)
+    return _finish(_safe_softmax(u, axis), out, dtype)
 
 
 def _shift_and_log1p(u: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """(m, log1p(d)) with m = max(u) and d = sum(exp(u - m)) - 1 along ``axis`` (keepdims), the
     -1 taken by leaving out the term of one maximum (exactly 1), not by a subtraction.
 
-    Where the maximum is not finite, m is returned as is and the log as 0 (callers take limits).
+    Where the maximum is not finite (also for no classes: m = -inf), m is returned as is and the
+    log as 0 (callers take limits).
     """
     with np.errstate(invalid="ignore", over="ignore"):
-        m = np.max(u, axis=axis, keepdims=True)
+        m = np.max(u, axis=axis, keepdims=True, initial=-np.inf)  # -inf: the max of no classes
         finite = np.isfinite(m)
         e = np.exp(u - np.where(finite, m, 0))
-        first_max = np.argmax(u, axis=axis, keepdims=True)
-        np.put_along_axis(e, first_max, 0, axis=axis)
+        if u.shape[axis]:  # no maximum to leave out of an empty sum
+            np.put_along_axis(e, np.argmax(u, axis=axis, keepdims=True), 0, axis=axis)
         return m, np.where(finite, np.log1p(np.sum(e, axis=axis, keepdims=True)), 0)
 
 
@@ -81,8 +92,8 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=N
                 where=None) -> np.ndarray:
     """Reference: ``(u - m) - log1p(d)``, u = x / T (-inf where masked), m = max(u), d as in
     :func:`logsumexp`; for rows without a finite maximum ``log(softmax(u))``'s limits."""
-    u, axis = _prepare(x, axis, temperature, out, where)
-    return _finish(_log_softmax(u, axis).astype(u.dtype), out)
+    u, axis, dtype = _prepare(x, axis, temperature, out, where)
+    return _finish(_log_softmax(u, axis).astype(u.dtype), out, dtype)
 
 
 def _log_softmax(u: np.ndarray, axis: int) -> np.ndarray:
@@ -93,62 +104,67 @@ def _log_softmax(u: np.ndarray, axis: int) -> np.ndarray:
 
 def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False, out=None) -> np.ndarray:
     """Reference: ``m + log1p(d)``, m = max(x), d = sum over all entries but one maximum of
-    ``exp(x - m)``; NaN, +inf and -inf rows give NaN, +inf and -inf."""
+    ``exp(x - m)``; NaN, +inf and -inf rows give NaN, +inf and -inf (no classes: -inf)."""
+    x_in = x
     x = v.as_float_array(x, "x")
+    dtype = v.result_dtype(x_in, x)
     axis = v.normalize_axis(axis, x.ndim)
-    v.check_classes(x.shape, axis)
     shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
-    v.check_out(out, shape, x.dtype)
+    v.check_out(out, shape, dtype)
     m, log1p_d = _shift_and_log1p(x, axis)
     with np.errstate(invalid="ignore"):
         res = np.where(np.isnan(x).any(axis=axis, keepdims=True), np.nan, m + log1p_d)
     if not keepdims:
         res = np.squeeze(res, axis=axis)
-    return _finish(np.asarray(res, dtype=x.dtype), out)
+    return _finish(np.asarray(res, dtype=x.dtype), out, dtype)
 
 
 def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
     """Reference: ``J = diag(p) - p p^T`` per row, shape batch + (C, C)."""
     p = v.as_float_array(probs, "probs")
+    dtype = v.result_dtype(probs, p)
     axis = v.normalize_axis(axis, p.ndim)
-    v.check_classes(p.shape, axis)
     p = np.moveaxis(p, axis, -1)
     eye = np.eye(p.shape[-1], dtype=p.dtype)
-    return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
+    return _result(p[..., :, None] * eye - p[..., :, None] * p[..., None, :], dtype)
 
 
 def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
                 out=None) -> np.ndarray:
     """Reference: ``np.einsum('...ij,...j->...i', J, v) / T`` with the full Jacobian J."""
-    p, t, axis, inv_t = v.product_args(probs, tangent, ("probs", "tangent"), axis, temperature, out)
+    p, t, axis, inv_t, dtype = v.product_args(probs, tangent, ("probs", "tangent"), axis,
+                                              temperature, out)
     jac = softmax_jacobian(p, axis)
     res = np.einsum("...ij,...j->...i", jac, np.moveaxis(t, axis, -1)) * inv_t
-    return _finish(np.moveaxis(res, -1, axis), out)
+    return _finish(np.moveaxis(res, -1, axis), out, dtype)
 
 
 def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
                 out=None) -> np.ndarray:
     """Reference: ``np.einsum('...j,...ji->...i', g, J) / T`` with the full Jacobian J."""
-    p, g, axis, inv_t = v.product_args(probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
+    p, g, axis, inv_t, dtype = v.product_args(probs, cotangent, ("probs", "cotangent"), axis,
+                                              temperature, out)
     jac = softmax_jacobian(p, axis)
     res = np.einsum("...j,...ji->...i", np.moveaxis(g, axis, -1), jac) * inv_t
-    return _finish(np.moveaxis(res, -1, axis), out)
+    return _finish(np.moveaxis(res, -1, axis), out, dtype)
 
 
 def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
                     temperature: float = 1.0, out=None) -> np.ndarray:
     """Reference: ``g^T (I - 1 p^T) / T`` with p = exp(logp): the log_softmax Jacobian is I - 1 p^T."""
-    lp, g, axis, inv_t = v.product_args(log_probs, cotangent, ("log_probs", "cotangent"), axis, temperature, out)
+    lp, g, axis, inv_t, dtype = v.product_args(log_probs, cotangent, ("log_probs", "cotangent"),
+                                               axis, temperature, out)
     p = np.exp(np.moveaxis(lp, axis, -1))
     c = p.shape[-1]
     jac = np.eye(c, dtype=p.dtype) - np.ones((c, 1), dtype=p.dtype) * p[..., None, :]
     res = np.einsum("...j,...ji->...i", np.moveaxis(g, axis, -1), jac) * inv_t
-    return _finish(np.moveaxis(res, -1, axis), out)
+    return _finish(np.moveaxis(res, -1, axis), out, dtype)
 
 
 def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
               grad_output, where):
-    """Per-row weights q of the -log p terms, the mean denominator, log p, p and the upstream grads."""
+    """Per-row target shares of the -log p terms (q = share * weight), the class weights, the
+    mean denominator, u = z / T and the upstream grads."""
     z, t, is_index, w, eps, ignore_index, reduction, _, gout, mask = v.cross_entropy_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
         grad_output, where)
@@ -161,32 +177,37 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
     u = np.where(kept, u, -np.inf)
     n_kept = np.maximum(kept.sum(axis=1, keepdims=True), 1)  # smoothing over the kept classes
     if is_index:
-        keep = t != ignore_index
+        live = t != ignore_index
         onehot = np.zeros((n, classes))
-        onehot[np.arange(n)[keep], t[keep]] = 1.0
-        q = (1 - eps) * onehot * w + keep[:, None] * kept * (eps / n_kept) * w
-        denom = np.sum(w[t[keep]])
+        onehot[np.arange(n)[live], t[live]] = 1.0
+        share = (1 - eps) * onehot + live[:, None] * kept * (eps / n_kept)
+        denom = np.sum(w[t[live]])
     else:
-        q = kept * w * ((1 - eps) * t.astype(np.float64) + eps / n_kept)
+        live = np.ones(n, dtype=bool)
+        share = kept * ((1 - eps) * t.astype(np.float64) + eps / n_kept)
         denom = np.float64(n)
-    live = keep if is_index else np.ones(n, dtype=bool)
-    return z, u, q, denom, gout, inv_t, reduction, live
+    return z, u, share, w, denom, gout, inv_t, reduction, live, kept
 
 
 def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
                   grad_output, where):
-    z, u, q, denom, gout, inv_t, reduction, live = _ce_terms(
+    z, u, share, w, denom, gout, inv_t, reduction, live, kept = _ce_terms(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output,
         where)
     p = _safe_softmax(u, -1)
     logp = _log_softmax(u, -1)  # not log(p): p underflows to 0 where log p is still finite
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rows = -np.sum(np.where(q != 0, q * logp, 0.0), axis=-1)
+    q = share * w
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # a term counts 0 where share or weight is 0 (also at log p = -inf); w * -log p first, as
+        # share * w may underflow to 0 for a subnormal weight where w * inf is still inf
+        wl = np.where(w != 0, w * -logp, 0.0)
+        rows = np.sum(np.where(share != 0, share * wl, 0.0), axis=-1)
         scale = (1.0 / denom if denom != 0 else np.nan) if reduction == "mean" else 1.0  # 0/0
         grad = (p * q.sum(-1, keepdims=True) - q) * (gout * scale * inv_t)[:, None]
-        grad = np.where(live[:, None], grad, 0.0)  # ignored and fully masked rows: exactly 0
-        grad = np.where(np.isnan(u).any(-1, keepdims=True), np.nan, grad)
-        rows = np.where(np.isnan(u).any(-1), np.nan, rows)
+        grad = np.where(live[:, None] & kept, grad, 0.0)  # ignored rows, left-out classes: 0
+        nan_rows = np.isnan(u).any(-1) & live  # ignored rows stay 0 whatever they hold
+        grad = np.where(nan_rows[:, None], np.nan, grad)
+        rows = np.where(nan_rows, np.nan, np.where(live, rows, 0.0))
         if reduction == "none":
             loss = rows.astype(z.dtype).reshape(z.shape[:-1])
         elif reduction == "sum":
@@ -200,8 +221,9 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight=None, ignore_i
                   reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
                   where=None):
     """Reference: ``sum_c -q_c log_softmax(z / T)_c`` per row, reduced like PyTorch."""
-    return _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                         temperature, 1.0, where)[0]
+    loss, _, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
+                               temperature, 1.0, where)
+    return _result(loss, v.result_dtype(logits, z))
 
 
 def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
@@ -211,8 +233,9 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
     """Reference: ``(softmax(z / T) * sum(q) - q) * grad_output / T / denominator``."""
     _, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
                                temperature, grad_output, where)
-    v.check_out(out, z.shape, z.dtype)
-    return _finish(grad, out)
+    dtype = v.result_dtype(logits, z)
+    v.check_out(out, z.shape, dtype)
+    return _finish(grad, out, dtype)
 
 
 def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
@@ -222,8 +245,9 @@ def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None
     """Reference: ``(cross_entropy(...), cross_entropy_backward(...))``."""
     loss, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
                                   temperature, 1.0, where)
-    v.check_out(out, z.shape, z.dtype)
-    return loss, _finish(grad, out)
+    dtype = v.result_dtype(logits, z)
+    v.check_out(out, z.shape, dtype)
+    return _result(loss, dtype), _finish(grad, out, dtype)
 
 
 # --------------------------------------------------------------------------- the binary case
@@ -244,16 +268,20 @@ def _log_sigmoid64(x: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: ArrayLike, *, out=None) -> np.ndarray:
     """Reference: ``1 / (1 + exp(-x))``, written so that neither branch overflows."""
+    x_in = x
     x = v.as_float_array(x, "x")
-    v.check_out(out, x.shape, x.dtype)
-    return _finish(np.asarray(_sigmoid64(x.astype(np.float64)), dtype=x.dtype), out)
+    dtype = v.result_dtype(x_in, x)
+    v.check_out(out, x.shape, dtype)
+    return _finish(_sigmoid64(x.astype(np.float64)), out, dtype)
 
 
 def log_sigmoid(x: ArrayLike, *, out=None) -> np.ndarray:
     """Reference: ``min(x, 0) - log1p(exp(-|x|))``."""
+    x_in = x
     x = v.as_float_array(x, "x")
-    v.check_out(out, x.shape, x.dtype)
-    return _finish(np.asarray(_log_sigmoid64(x.astype(np.float64)), dtype=x.dtype), out)
+    dtype = v.result_dtype(x_in, x)
+    v.check_out(out, x.shape, dtype)
+    return _finish(_log_sigmoid64(x.astype(np.float64)), out, dtype)
 
 
 def _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output):
@@ -281,12 +309,13 @@ def _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output):
     scale = (1.0 / n if n else np.nan) if reduction == "mean" else 1.0
     grad = (_sigmoid64(x) * (a + b) - a) * (gout * scale)
     if reduction == "none":
-        loss = elem.astype(z.dtype)
+        loss = elem
     elif reduction == "sum":
-        loss = z.dtype.type(np.sum(elem))
+        loss = np.sum(elem)
     else:
-        loss = z.dtype.type(np.sum(elem) / n) if n else z.dtype.type(np.nan)
-    return loss, grad.astype(z.dtype), z
+        loss = np.sum(elem) / n if n else np.nan
+    dtype = v.result_dtype(logits, z)
+    return _result(loss, dtype), grad.astype(dtype)
 
 
 def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *, weight=None,
@@ -299,14 +328,14 @@ def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLi
                                               pos_weight=None, reduction: str = "mean",
                                               grad_output: Any = 1.0, out=None) -> np.ndarray:
     """Reference: ``w ((1 - y + pw y) sigmoid(x) - pw y) * grad_output / denominator``."""
-    _, grad, z = _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output)
-    v.check_out(out, z.shape, z.dtype)
-    return _finish(grad, out)
+    _, grad = _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output)
+    v.check_out(out, grad.shape, grad.dtype)
+    return _finish(grad, out, grad.dtype)
 
 
 def binary_cross_entropy_with_logits_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
                                                pos_weight=None, reduction: str = "mean", out=None):
     """Reference: ``(binary_cross_entropy_with_logits(...), ..._backward(...))``."""
-    loss, grad, z = _bce_loss_grad(logits, target, weight, pos_weight, reduction, 1.0)
-    v.check_out(out, z.shape, z.dtype)
-    return loss, _finish(grad, out)
+    loss, grad = _bce_loss_grad(logits, target, weight, pos_weight, reduction, 1.0)
+    v.check_out(out, grad.shape, grad.dtype)
+    return loss, _finish(grad, out, grad.dtype)

@@ -15,16 +15,20 @@ from ._runtime import launch
 
 def _rowwise(kernel, x: ArrayLike, axis: int, temperature: float, out: np.ndarray | None,
              where: ArrayLike | None) -> np.ndarray:
+    x_in = x
     x = v.as_float_array(x, "x")
+    dtype = v.result_dtype(x_in, x)
     axis = v.normalize_axis(axis, x.ndim)
-    v.check_classes(x.shape, axis)
     scale = v.scale_for(temperature, x.dtype)
-    v.check_out(out, x.shape, x.dtype)
+    v.check_out(out, x.shape, dtype)
     mask = v.check_where(where, x.shape, axis)
+    if x.shape[axis] == 0:  # no classes: an empty result, nothing to compute
+        return v.deliver(np.empty(x.shape, dtype), dtype, out)
     rows = v.to_rows(x, axis)
-    dest = v.RowsOut(out, x.shape, x.dtype, axis, (rows,))
+    # a float16 result is rounded from a float32 buffer, never written into `out` directly
+    dest = v.RowsOut(out if dtype == x.dtype else None, x.shape, x.dtype, axis, (rows,))
     launch(kernel, rows.size, rows, scale, dest.rows, mask)
-    return dest.result()
+    return v.deliver(dest.result(), dtype, out)
 
 
 def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
@@ -34,13 +38,15 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
     Parameters
     ----------
     x : array_like
-        Logits; float32/float64 are computed natively, float16 in float32, ints and bools in float64.
+        Logits; float32/float64 are computed natively, float16 in float32 (the result is
+        float16), ints and bools in float64.
     axis : int
-        The class axis.
+        The class axis; an axis of length 0 gives an empty result of ``x``'s shape.
     temperature : float
         T > 0; the softmax of ``x / T``.
     out : ndarray, optional
-        Writable array of the result's shape and dtype; may be ``x`` itself.
+        Writable array of the result's shape and dtype (float16 for float16 ``x``); may be ``x``
+        itself.
     where : array_like of bool, optional
         Broadcastable to ``x``: entries where it is False are left out of the softmax (JAX
         semantics): they get probability 0 and take no part in the max and the sum; a row
@@ -71,7 +77,7 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
 
 
 def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
-              out: np.ndarray | None = None) -> np.ndarray:
+              out: np.ndarray | None = None) -> np.ndarray | np.floating:
     """``log(sum(exp(x), axis))`` computed as ``m + log(sum(exp(x - m)))`` with m = max(x).
 
     Parameters
@@ -79,7 +85,7 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
     x : array_like
         Input (dtype rules as in :func:`softmax`).
     axis : int
-        The axis reduced.
+        The axis reduced; an axis of length 0 gives -inf (the log of an empty sum).
     keepdims : bool
         Keep the reduced axis with length 1.
     out : ndarray, optional
@@ -87,21 +93,24 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
 
     Returns
     -------
-    ndarray
-        NaN for a row holding NaN, +inf for a row holding +inf, -inf for an all -inf row.
+    ndarray or NumPy scalar
+        NaN for a row holding NaN, +inf for a row holding +inf, -inf for an all -inf row. A
+        0-d result (1-D ``x`` without keepdims) is a NumPy scalar of the result dtype, unless
+        ``out`` is given.
     """
     if "dask" in sys.modules and dask_in(x):
         return dask_call("logsumexp", x, axis, keepdims=keepdims, out=out)
+    x_in = x
     x = v.as_float_array(x, "x")
+    dtype = v.result_dtype(x_in, x)
     axis = v.normalize_axis(axis, x.ndim)
-    v.check_classes(x.shape, axis)
     shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
-    v.check_out(out, shape, x.dtype)
+    v.check_out(out, shape, dtype)
+    if x.shape[axis] == 0:  # the sum of no terms is 0
+        return v.deliver(np.full(shape, -np.inf, dtype), dtype, out)
     rows = v.to_rows(x, axis)
-    direct = out is not None and out.flags.c_contiguous and not np.may_share_memory(out, x)
+    direct = (out is not None and dtype == x.dtype and out.flags.c_contiguous
+              and not np.may_share_memory(out, x))
     result = out if direct else np.empty(shape, x.dtype)
     launch(logsumexp_rows, rows.size, rows, result.reshape(-1))
-    if out is not None and result is not out:
-        np.copyto(out, result)
-        return out
-    return result
+    return v.deliver(result, dtype, out)

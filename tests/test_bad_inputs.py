@@ -137,8 +137,10 @@ BAD_DTYPES = {
 }
 for fn in ALL:
     for name, (factory, exc, match) in BAD_DTYPES.items():
+        if name == "zero_classes" and fn not in LOSSES:
+            continue  # an empty class axis gives an empty result (-inf for logsumexp)
         build = replace_arg(fn, 0, factory)
-        if fn in PRODUCTS and name in ("scalar", "zero_classes"):
+        if fn in PRODUCTS and name == "scalar":
             # both arrays must have the same shape for the error to be about the dimension
             def build(fn=fn, factory=factory):
                 return [factory(), factory()], {}
@@ -230,12 +232,13 @@ for fn in WITH_OUT:
 
     case("out_is_readonly_input", fn, _readonly_input_as_out, ValueError, "read-only")
 
-    def _float16_input_as_out(fn=fn):
-        args, kw = valid_args(fn, np.float16)  # computed in float32: a float16 out is wrong
-        kw["out"] = args[0] if fn != "logsumexp" else np.zeros((N,), np.float16)
+    def _float16_input_float32_out(fn=fn):
+        args, kw = valid_args(fn, np.float16)  # computed in float32, but the result is float16
+        kw["out"] = np.zeros(result_shape(fn), np.float32)
         return args, kw
 
-    case("out_float16_input_in_place", fn, _float16_input_as_out, ValueError, "out has dtype")
+    case("out_float32_for_float16_input", fn, _float16_input_float32_out, ValueError,
+         "out has dtype")
 
 case("out_keepdims_mismatch", "logsumexp",
      with_kwargs("logsumexp", keepdims=True, out=lambda: np.zeros((N,))), ValueError, "out has shape")

@@ -35,8 +35,9 @@ BCE = fs.binary_cross_entropy_with_logits
 BCE_BACKWARD = fs.binary_cross_entropy_with_logits_backward
 BCE_WITH_GRAD = fs.binary_cross_entropy_with_logits_with_grad
 
-# kernel vs twin (twin computed in float64 and rounded): a few ulp of the result dtype
-RTOL = {np.dtype(np.float32): 4e-6, np.dtype(np.float64): 1e-13}
+# kernel vs twin (twin computed in float64 and rounded): a few ulp of the result dtype (float16
+# results are rounded from the kernel's float32 ones)
+RTOL = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 4e-6, np.dtype(np.float64): 1e-13}
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (4, 0, 3), (SPAN + 3,), *jit_only((3, 2 * SPAN + 1))]
 
 
@@ -212,8 +213,19 @@ def test_bce_out_and_in_place(rng):
 def test_bce_dtypes(rng):
     x = logits_of((4, 3), np.float16, rng)
     y = np.array([[0, 1, 1]] * 4)  # integer target: cast to the logits' compute dtype
-    loss, grad = BCE_WITH_GRAD(x, y)
-    assert isinstance(loss, np.float32) and grad.dtype == np.float32
+    loss, grad = BCE_WITH_GRAD(x, y)  # float16 logits: computed in float32, float16 results
+    assert isinstance(loss, np.float16) and grad.dtype == np.float16
+    want_loss, want_grad = BCE_WITH_GRAD(x.astype(np.float32), y)
+    assert loss == np.float16(want_loss) and np.array_equal(grad, want_grad.astype(np.float16))
+    assert BCE(x, y, reduction="none").dtype == np.float16
+    out = x.copy()
+    assert BCE_BACKWARD(out, y, out=out) is out and np.array_equal(out, grad)
+    with pytest.raises(ValueError, match="out has dtype"):
+        BCE_BACKWARD(x, y, out=np.empty(x.shape, np.float32))
+    for fn in ("sigmoid", "log_sigmoid"):
+        assert getattr(fs, fn)(x).dtype == np.float16
+        np.testing.assert_array_equal(getattr(fs, fn)(x),
+                                      getattr(fs, fn)(x.astype(np.float32)).astype(np.float16))
     loss, grad = BCE_WITH_GRAD(x.astype(np.int32), y.astype(bool), reduction="sum")
     assert isinstance(loss, np.float64) and grad.dtype == np.float64
     assert BCE(x.astype(np.float32), y, reduction="none").dtype == np.float32
@@ -232,11 +244,22 @@ def test_bce_empty():
 
 
 def test_bce_scalar_input():
-    loss, grad = BCE_WITH_GRAD(np.float64(0.5), 1.0, reduction="none")
-    assert isinstance(loss, np.ndarray) and loss.shape == () and grad.shape == ()
-    np.testing.assert_allclose(loss, np.log1p(np.exp(-0.5)), rtol=1e-15)
-    np.testing.assert_allclose(grad, 1 / (1 + np.exp(-0.5)) - 1, rtol=1e-15)
-    assert fs.sigmoid(0.0).shape == () and fs.sigmoid(0.0)[()] == 0.5
+    """0-d logits give NumPy scalars (loss and gradient), as NumPy's ufuncs do, fast and
+    reference alike; with ``out=`` (0-d) the result is ``out``."""
+    for impl in (BCE_WITH_GRAD, ref.binary_cross_entropy_with_logits_with_grad):
+        loss, grad = impl(np.float64(0.5), 1.0, reduction="none")
+        assert type(loss) is np.float64 and type(grad) is np.float64, impl
+        np.testing.assert_allclose(loss, np.log1p(np.exp(-0.5)), rtol=1e-15)
+        np.testing.assert_allclose(grad, 1 / (1 + np.exp(-0.5)) - 1, rtol=1e-15)
+    assert type(BCE_BACKWARD(np.float32(0.5), 1.0)) is np.float32
+    assert type(BCE(np.array(0.5, np.float16), 1.0, reduction="none")) is np.float16
+    for fn in ("sigmoid", "log_sigmoid"):
+        assert type(np.exp(np.array(0.0))) is np.float64
+        for impl in (getattr(fs, fn), getattr(ref, fn)):
+            assert type(impl(0.0)) is np.float64 and type(impl(np.float32(0.0))) is np.float32
+            out = np.empty(())
+            assert impl(0.0, out=out) is out
+    assert fs.sigmoid(0.0) == 0.5
 
 
 # --------------------------------------------------------------------------- against PyTorch

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import numba
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from conftest import needs_jit
 
 import fastsoftmax as fs
-from fastsoftmax import _info, _runtime
+from fastsoftmax import _cache, _info, _runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,16 +75,13 @@ def test_info_threads(report):
 
 @needs_jit
 def test_info_cache_dir(report):
-    from fastsoftmax._kernels.softmax import softmax_rows
-
     if numba.config.CACHE_DIR:
         assert report["cache_dir_source"] == "NUMBA_CACHE_DIR"
         assert report["cache_dir"].startswith(os.path.abspath(numba.config.CACHE_DIR))
     else:
-        kernels_dir = os.path.dirname(os.path.abspath(softmax_rows.serial.py_func.__code__.co_filename))
-        if os.access(kernels_dir, os.W_OK):
-            assert report["cache_dir"] == os.path.join(kernels_dir, "__pycache__")
-            assert report["cache_dir_source"] == "package __pycache__"
+        assert report["cache_dir_source"] in (_cache.USER_CACHE, _cache.FALLBACK)
+        assert report["cache_dir"].startswith(_cache.chosen_cache_dir().path)
+    assert not report["cache_dir"].startswith(os.path.dirname(os.path.abspath(fs.__file__)))
     assert os.path.isdir(report["cache_dir"])
 
 
@@ -204,6 +203,108 @@ def test_read_only_inputs_compile_nothing_new(dtype):
             if isinstance(a, np.ndarray):
                 np.testing.assert_array_equal(a, b, err_msg=name, strict=True)
     assert counts() == before
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+def _read_only_calls(dtype: np.dtype) -> list[tuple[str, tuple, dict]]:
+    """Calls whose read-only arrays reach the kernels by every route other than a C-contiguous
+    input with the class axis last: other axes, non-contiguous views, masks, targets, weights,
+    tangents and upstream gradients."""
+    rng = np.random.default_rng(1)
+    x = _frozen(rng.standard_normal((4, 5, 6)).astype(dtype))
+    strided = rng.standard_normal((8, 12)).astype(dtype)[::2, ::2]
+    strided.flags.writeable = False
+    p = np.exp(x) / np.exp(x).sum(axis=0, keepdims=True)
+    p.flags.writeable = False
+    z = _frozen(rng.standard_normal((6, 5)).astype(dtype))
+    labels = _frozen(np.arange(6) % 5)
+    soft = _frozen(np.full((6, 5), 0.2, dtype))
+    mask = _frozen(rng.random((6, 5)) < 0.7)
+    mask_row = np.broadcast_to(np.array([True, False, True, True, True]), (6, 5))
+    weight = _frozen(np.linspace(0.5, 1.5, 5).astype(dtype))
+    grads = _frozen(np.linspace(0.5, 1.5, 6).astype(dtype))
+    y = _frozen((rng.random((6, 5)) < 0.5).astype(dtype))
+    # a column with the class axis first is C-contiguous once that axis is moved last: no copy
+    col = _frozen(rng.standard_normal((5, 1)).astype(dtype))
+    col_p = _frozen(np.full((5, 1), 0.2, dtype))
+    col_mask = _frozen(np.array([[True], [False], [True], [True], [True]]))
+    return [
+        ("softmax", (_frozen(np.ones((3, 1), dtype)),), {"axis": 0}),
+        ("log_softmax", (col,), {"axis": 0, "where": col_mask}),
+        ("logsumexp", (col,), {"axis": 0}),
+        ("softmax_jacobian", (col_p,), {"axis": 0}),
+        ("softmax_jvp", (col_p, col), {"axis": 0}),
+        ("log_softmax_vjp", (_frozen(np.log(col_p)), col), {"axis": 0}),
+        *[(name, (x,), {"axis": axis}) for name in ("softmax", "log_softmax", "logsumexp")
+          for axis in (0, 1)],
+        ("softmax", (strided,), {}),
+        ("logsumexp", (strided,), {"axis": 0}),
+        ("softmax", (z,), {"where": mask}),
+        ("log_softmax", (z,), {"where": mask_row}),
+        ("softmax_jacobian", (p,), {"axis": 0}),
+        ("softmax_jvp", (p, x), {"axis": 0}),
+        ("softmax_vjp", (p, np.broadcast_to(x[:, :, :1], x.shape)), {"axis": 1}),
+        ("log_softmax_vjp", (_frozen(np.log(p[:, :, 0])), x[:, :, 0]), {"axis": 0}),
+        ("cross_entropy", (z, labels), {"weight": weight}),
+        ("cross_entropy", (z, soft), {"where": mask_row, "reduction": "sum"}),
+        ("cross_entropy_backward", (z, labels), {"reduction": "none", "grad_output": grads}),
+        ("cross_entropy_with_grad", (_frozen(np.asfortranarray(z)), soft), {"where": mask}),
+        ("sigmoid", (strided,), {}),
+        ("log_sigmoid", (x,), {}),
+        ("binary_cross_entropy_with_logits", (z, y), {"weight": weight, "pos_weight": weight}),
+        ("binary_cross_entropy_with_logits_backward", (z, y),
+         {"weight": mask_row.astype(dtype), "reduction": "none", "grad_output": y}),
+    ]
+
+
+def _signature_counts() -> dict[int, tuple[int, int]]:
+    return {id(k): (len(k.serial.signatures), len(k.parallel.signatures))
+            for k in _info._row_kernels()}
+
+
+@needs_jit
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_read_only_inputs_on_every_path_compile_nothing_new(dtype):
+    """Read-only arrays reaching the kernels by any route (another axis, a non-contiguous view,
+    where=, targets, weights, tangents, grad_output, the binary family) use the kernels compiled
+    for writable arrays and give the same results."""
+    for name, args, kwargs in _read_only_calls(np.dtype(dtype)):
+        writable = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
+        writable_kw = {k: np.array(a) if isinstance(a, np.ndarray) else a for k, a in kwargs.items()}
+        arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
+        assert not all(a.flags.writeable for a in arrays), name
+        want = getattr(fs, name)(*writable, **writable_kw)
+        before = _signature_counts()
+        got = getattr(fs, name)(*args, **kwargs)
+        assert _signature_counts() == before, f"{name}{tuple(kwargs)} compiled a new signature"
+        for g, w in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            np.testing.assert_array_equal(g, w, err_msg=name, strict=True)
+
+
+def test_writable_alias_keeps_its_read_only_owner_alive():
+    """The writable alias a read-only kernel input becomes holds the array it points into."""
+    from fastsoftmax._validate import kernel_input
+
+    owner = np.arange(12.0).reshape(3, 4)
+    owner.flags.writeable = False
+    ref = weakref.ref(owner)
+    alias = kernel_input(owner)
+    assert alias.flags.writeable and alias.shape == (3, 4) and np.shares_memory(alias, owner)
+    del owner
+    gc.collect()
+    assert ref() is not None  # held through alias.base
+    base = alias.base
+    assert getattr(base, "owner", None) is ref()
+    np.testing.assert_array_equal(alias, np.arange(12.0).reshape(3, 4))
+    del alias, base
+    gc.collect()
+    assert ref() is None  # and released with the alias
 
 
 def _byte_swapped(value):

@@ -270,9 +270,9 @@ def _layout_params():
 
 @pytest.mark.parametrize("shape,dtype,layout", _layout_params())
 def test_dtypes_and_layouts(shape, dtype, layout) -> None:
-    """Every dtype (float16 -> float32, int -> float64) and layout (logits AND target) gives the
-    reference's result, of the right dtype, and leaves the inputs as they were."""
-    result_dtype = {np.float16: np.float32, np.int32: np.float64}.get(dtype, dtype)
+    """Every dtype (float16 -> float16 computed in float32, int -> float64) and layout (logits AND
+    target) gives the reference's result, of the right dtype, and leaves the inputs as they were."""
+    result_dtype = {np.int32: np.float64}.get(dtype, dtype)
     for k, opts in enumerate(LAYOUT_OPTIONS):
         z0, t0, kw = make_case(shape, opts, seed=100 + k, dtype=dtype)
         z = layouts(z0)[layout]
@@ -290,6 +290,7 @@ def test_dtypes_and_layouts(shape, dtype, layout) -> None:
                             msg)
         loss, grad = CE_WITH_GRAD.fast(z, t, **kw)
         loss_r, grad_r = CE_WITH_GRAD.reference(z0, t0, **kw)
+        assert np.asarray(loss).dtype == grad.dtype == result_dtype, msg
         assert_loss_matches(loss, loss_r, z0, t0, kw, msg)
         assert_grad_matches(grad, grad_r, z0, t0, kw, 1.0, msg)
         _assert_unchanged(before, [z, t])
@@ -297,21 +298,62 @@ def test_dtypes_and_layouts(shape, dtype, layout) -> None:
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_result_types(reduction) -> None:
-    """'mean'/'sum' return a NumPy scalar of the compute dtype; 'none' an array of the batch shape
-    (a 0-d array for 1-D logits)."""
-    for shape, dtype in [((3, 4), np.float32), ((2, 3, 4), np.float64), ((4,), np.float16)]:
+    """'mean'/'sum' return a NumPy scalar of the result dtype (float16 for float16 logits); 'none'
+    an array of the batch shape, and a NumPy scalar for 1-D logits (a 0-d result), fast and
+    reference alike. The gradient has the result dtype too."""
+    for shape, dtype in [((3, 4), np.float32), ((2, 3, 4), np.float64), ((4,), np.float16),
+                         ((4,), np.float64), ((2, 4), np.float16)]:
         z = np.ones(shape, dtype=dtype)
         t = np.zeros(shape[:-1], dtype=np.int64)
         loss = fs.cross_entropy(z, t, reduction=reduction)
-        expected_dtype = np.float32 if dtype == np.float16 else dtype
-        if reduction == "none":
+        if reduction == "none" and len(shape) > 1:
             assert isinstance(loss, np.ndarray) and loss.shape == shape[:-1]
         else:
-            assert isinstance(loss, np.generic)
-        assert loss.dtype == expected_dtype
+            assert type(loss) is np.dtype(dtype).type, (shape, dtype)
+        assert loss.dtype == dtype
+        assert type(ref.cross_entropy(z, t, reduction=reduction)) is type(loss)
+        with_grad = fs.cross_entropy_with_grad(z, t, reduction=reduction)
+        assert type(with_grad[0]) is type(loss) and with_grad[1].dtype == dtype
+        assert type(ref.cross_entropy_with_grad(z, t, reduction=reduction)[0]) is type(loss)
+        assert fs.cross_entropy_backward(z, t, reduction=reduction).dtype == dtype
         # uniform logits: -log(1/C) per row
         np.testing.assert_allclose(loss, np.log(shape[-1]) * (1 if reduction != "sum" else
-                                                              np.prod(shape[:-1])), rtol=1e-6)
+                                                              np.prod(shape[:-1])),
+                                   rtol=1e-3 if dtype == np.float16 else 1e-6)
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy_backward", "cross_entropy_with_grad"])
+def test_float16_logits_gradient_into_float16_out(fn) -> None:
+    """float16 logits: the gradient is float16 (computed in float32, then rounded), written into a
+    float16 ``out``, the logits themselves included."""
+    opts = Options(True, "default", "mean", 0.1, 1.0, False)
+    z, t, kw = make_case((5, 7), opts, seed=77, dtype=np.float16)
+    want = CE_BACKWARD.fast(z.astype(np.float32), t, **kw).astype(np.float16)
+    in_place = z.copy()
+    for logits, out in ((z, np.empty(z.shape, np.float16)), (in_place, in_place)):
+        res = getattr(fs, fn)(logits, t, out=out, **kw)
+        grad = res[1] if isinstance(res, tuple) else res
+        assert grad is out
+        np.testing.assert_array_equal(out, want, strict=True)
+
+
+def test_float16_logits_match_torch(torch) -> None:
+    """float16 logits give a float16 loss and gradient, as PyTorch does, with its values."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(5)
+    z = random_logits((6, 5), np.float16, rng, scale=2.0)
+    t = np.array([0, 4, 2, 1, 3, 0])
+    for reduction in ("mean", "sum", "none"):
+        zt = torch.tensor(z, requires_grad=True)
+        want = F.cross_entropy(zt, torch.tensor(t), reduction=reduction)
+        want.sum().backward()
+        loss, grad = fs.cross_entropy_with_grad(z, t, reduction=reduction)
+        assert str(want.dtype) == "torch.float16" and np.asarray(loss).dtype == np.float16
+        assert str(zt.grad.dtype) == "torch.float16" and grad.dtype == np.float16
+        np.testing.assert_allclose(np.asarray(loss, np.float64), want.detach().double().numpy(),
+                                   rtol=2e-3, atol=1e-3)
+        np.testing.assert_allclose(grad.astype(np.float64), zt.grad.double().numpy(), rtol=2e-3,
+                                   atol=1e-3)
 
 
 def test_weight_zero_and_integer_targets_of_any_int_dtype() -> None:
@@ -613,8 +655,8 @@ def test_out_is_probability_target() -> None:
 @pytest.mark.parametrize("fn", ["cross_entropy_backward", "cross_entropy_with_grad"])
 @pytest.mark.parametrize("bad", ["shape", "dtype", "readonly", "logits_float16"])
 def test_bad_out_raises_before_writing(fn, bad) -> None:
-    """A wrong ``out`` (shape, dtype, read-only, or float16 logits as their own out: the result is
-    float32) raises ValueError before anything is written."""
+    """A wrong ``out`` (shape, dtype, read-only, or float32 for float16 logits: the result is
+    float16) raises ValueError before anything is written."""
     opts = Options(True, "default", "mean", 0.1, 1.0, True)
     z, t, kw = make_case((4, 7), opts, seed=1000)
     if bad == "shape":
@@ -626,7 +668,7 @@ def test_bad_out_raises_before_writing(fn, bad) -> None:
         out.flags.writeable = False
     else:
         z = z.astype(np.float16)
-        out = z
+        out = np.full((4, 7), 3.0, dtype=np.float32)
     before = _copies(z, t, out)
     with pytest.raises(ValueError, match="out"):
         getattr(fs, fn)(z, t, out=out, **kw)

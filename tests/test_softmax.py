@@ -200,15 +200,89 @@ def test_rejected_dtypes_raise_type_error(name, dtype):
             call(name, np.ones((3, 4)), x)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32],
+                         ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(3, 0), (0,), (2, 0, 0), (0, 0)], ids=str)
 @pytest.mark.parametrize("name", FORWARD + DERIVATIVES)
-def test_zero_classes_raise_value_error(name, shape):
-    x = np.zeros(shape)
+def test_zero_classes_give_empty_results(name, shape, dtype):
+    """An empty class axis: softmax-like results and products are empty arrays of the input's
+    shape, the Jacobian has shape batch + (0, 0), logsumexp is -inf (the log of an empty sum), in
+    the result dtype; the reference agrees, and ``out=`` is filled and returned."""
+    x = np.zeros(shape, dtype)
     args = (x, x) if COMPARISONS[name].n_inputs == 2 else (x,)
-    with pytest.raises(ValueError, match="class axis"):
-        call(name, *args)
-    with pytest.raises(ValueError, match="class axis"):
-        call_ref(name, *args)
+    want_dtype = RESULT_DTYPE[np.dtype(dtype)]
+    got = call(name, *args)
+    assert_matches(got, call_ref(name, *args), err_msg=name)
+    assert got.dtype == want_dtype and got.shape == COMPARISONS[name].result_shape(shape)
+    if name == "logsumexp":
+        assert np.all(got == -np.inf)
+    else:
+        assert got.size == 0
+    if COMPARISONS[name].takes_out:
+        out = np.full(got.shape, 7, want_dtype)
+        assert call(name, *args, out=out) is out
+        np.testing.assert_array_equal(out, got)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_zero_classes_match_scipy_and_torch(axis):
+    """An empty class axis as PyTorch gives it (softmax, log_softmax: empty; logsumexp: -inf, as
+    JAX too) and SciPy's logsumexp (SciPy's softmax and log_softmax raise on it)."""
+    x = np.zeros({0: (0, 4), 1: (2, 0, 3), -1: (3, 0)}[axis], np.float32)
+    special = pytest.importorskip("scipy.special")
+    np.testing.assert_array_equal(fs.logsumexp(x, axis=axis), special.logsumexp(x, axis=axis),
+                                  strict=True)
+    assert special.logsumexp(np.zeros(0)) == fs.logsumexp(np.zeros(0)) == -np.inf
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(x)
+    for name, fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax),
+                     ("logsumexp", torch.logsumexp)):
+        np.testing.assert_array_equal(call(name, x, axis=axis), fn(t, axis).numpy(), strict=True,
+                                      err_msg=name)
+        if name != "logsumexp":
+            np.testing.assert_array_equal(call(name, x, axis=axis, where=np.ones(x.shape, bool)),
+                                          fn(t, axis).numpy(), strict=True, err_msg=name)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "readonly"])
+@pytest.mark.parametrize("name", FORWARD)
+def test_float16_in_float16_out(name, layout, rng):
+    """float16 input gives a float16 result (as NumPy, PyTorch and JAX), computed in float32:
+    exactly the float32 result rounded to float16. ``out=`` takes a float16 array, the input
+    itself included (in place); a float32 ``out`` is the wrong dtype."""
+    x = layouts(random_logits((5, 9), np.float16, rng))[layout]
+    got = call(name, x, axis=0)
+    assert got.dtype == np.float16
+    want = call(name, x.astype(np.float32), axis=0).astype(np.float16)
+    np.testing.assert_array_equal(got, want, strict=True)
+    COMPARISONS[name].check(got, call_ref(name, x, axis=0), (x,), {})
+    out = np.empty(got.shape, np.float16)
+    assert call(name, x, axis=0, out=out) is out
+    np.testing.assert_array_equal(out, got)
+    with pytest.raises(ValueError, match="out has dtype"):
+        call(name, x, axis=0, out=np.empty(got.shape, np.float32))
+    if name != "logsumexp" and layout != "readonly":
+        y = x.copy()
+        assert call(name, y, axis=0, out=y) is y
+        np.testing.assert_array_equal(y, got)
+
+
+def test_float16_dtypes_match_numpy_scipy_and_torch(rng):
+    x = random_logits((4, 6), np.float16, rng)
+    assert fs.softmax(x).dtype == fs.log_softmax(x).dtype == fs.logsumexp(x).dtype == np.float16
+    assert np.exp(x).dtype == np.float16 and np.max(x, axis=-1).dtype == np.float16
+    special = pytest.importorskip("scipy.special")
+    np.testing.assert_allclose(fs.softmax(x).astype(np.float64),
+                               special.softmax(x.astype(np.float64), axis=-1), rtol=1e-3, atol=1e-4)
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(x)
+    for name, fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax),
+                     ("logsumexp", torch.logsumexp)):
+        want = fn(t, -1)
+        got = call(name, x)
+        assert str(want.dtype) == "torch.float16" and got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float64), want.double().numpy(), rtol=2e-3,
+                                   atol=2e-3, err_msg=name)
 
 
 @pytest.mark.parametrize("name", FORWARD + DERIVATIVES)
@@ -448,13 +522,13 @@ def test_in_place_with_other_error_leaves_input(name, rng):
 
 
 def test_out_of_input_dtype_when_result_is_promoted(rng):
-    """float16 input: the result is float32, so a float16 out (even x itself) is rejected."""
-    x = random_logits((3, 4), np.float16, rng)
+    """int input: the result is float64, so an int out (even x itself) is rejected."""
+    x = random_logits((3, 4), np.int32, rng)
     with pytest.raises(ValueError, match="dtype"):
         fs.softmax(x, out=x)
-    out = np.empty((3, 4), np.float32)
+    out = np.empty((3, 4), np.float64)
     assert fs.softmax(x, out=out) is out
-    np.testing.assert_array_equal(out, fs.softmax(x.astype(np.float32)))
+    np.testing.assert_array_equal(out, fs.softmax(x.astype(np.float64)))
 
 
 # ----------------------------------------------------------------------------- keepdims
@@ -476,11 +550,23 @@ def test_logsumexp_keepdims(axis, keepdims, rng):
         fs.logsumexp(x, axis=axis, keepdims=not keepdims, out=out)
 
 
-def test_logsumexp_1d_returns_0d(rng):
-    x = random_logits((7,), np.float32, rng)
-    got = fs.logsumexp(x)
-    assert isinstance(got, np.ndarray) and got.shape == () and got.dtype == np.float32
-    assert fs.logsumexp(x, keepdims=True).shape == (1,)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64],
+                         ids=lambda d: np.dtype(d).name)
+def test_logsumexp_1d_returns_a_numpy_scalar(dtype, rng):
+    """A 0-d result is a NumPy scalar of the result dtype, as NumPy's reductions and SciPy's
+    logsumexp return; with ``out=`` (a 0-d array) it is ``out``; keepdims keeps an array."""
+    x = random_logits((7,), dtype, rng)
+    want_type = RESULT_DTYPE[np.dtype(dtype)].type
+    for impl in (fs.logsumexp, ref.logsumexp):
+        got = impl(x)
+        assert type(got) is want_type, impl
+        assert type(impl(x, axis=0)) is want_type and type(impl(np.zeros(0, dtype))) is want_type
+        assert isinstance(impl(x, keepdims=True), np.ndarray) and impl(x, keepdims=True).shape == (1,)
+    assert type(np.max(x.astype(want_type))) is want_type
+    special = pytest.importorskip("scipy.special")
+    assert type(special.logsumexp(np.array([0.0, 1.0]))) is type(fs.logsumexp(np.array([0.0, 1.0])))
+    out = np.empty((), want_type)
+    assert fs.logsumexp(x, out=out) is out and out[()] == fs.logsumexp(x)
 
 
 # ----------------------------------------------------------------------------- special values

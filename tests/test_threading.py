@@ -140,7 +140,7 @@ def check_reference(label, got, expected):
     for g, e in zip(parts(got), parts(expected)):
         g, e = np.asarray(g), np.asarray(e)
         assert g.dtype == e.dtype and g.shape == e.shape, (label, g.dtype, e.dtype, g.shape, e.shape)
-        rtol = 2e-5 if e.dtype == np.float32 else 1e-10
+        rtol = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 2e-5}.get(e.dtype, 1e-10)
         fin = np.abs(e[np.isfinite(e)])
         atol = rtol * float(fin.max()) if fin.size else 0.0
         np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=label)

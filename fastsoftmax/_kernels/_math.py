@@ -379,15 +379,11 @@ def row_max(x, mask):
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def row_sum(x):
-    """Sum of a 1-D row: within a block in the row's dtype (vectorized), across blocks in float64."""
-    n = x.shape[0]
+    """Sum of a 1-D row in float64 (vectorized): float32 terms near the float32 maximum, such as
+    the losses of huge logits, would overflow a float32 accumulator."""
     total = np.float64(0.0)
-    for start in range(0, n, BLOCK):
-        stop = min(start + BLOCK, n)
-        acc = x.dtype.type(0.0)
-        for j in range(start, stop):
-            acc += x[j]
-        total += np.float64(acc)
+    for j in range(x.shape[0]):
+        total += np.float64(x[j])
     return total
 
 

@@ -39,6 +39,8 @@ from ._math import (
 )
 from .softmax import CHUNK, SHORT_ROW, short_row_total, short_rows_exp
 
+_ORDERED = FASTMATH - {"reassoc"}
+
 
 @njit(error_model="numpy", cache=True)
 def _limit_probs(z, j, k, mask):
@@ -47,6 +49,14 @@ def _limit_probs(z, j, k, mask):
     if k == 0 or z[j] != np.inf or (mask is not None and not mask[j]):
         return 0.0, np.inf
     return 1.0 / k, np.log(k)
+
+
+@njit(fastmath=_ORDERED, error_model="numpy", cache=True)
+def _scaled(share, w, x):
+    """share * (w * x), in that order: share * w may underflow to 0 for a subnormal class weight
+    where w * inf (a -log p of +inf) is still inf. Compiled without ``reassoc``, which could
+    regroup the product."""
+    return share * (w * x)
 
 
 @njit(error_model="numpy", cache=True)
@@ -81,7 +91,8 @@ def _weighted_gap(weight, z, m, mask):
 def _index_loss(rest, m, zy, gap, a, b, A, s):
     """A row's class-index loss from ``rest`` = (sum of its exps taken at the row max ``m``) - 1,
     ``zy`` = z_y and ``gap`` = sum_c w_c (m - z_c): ``A log1p(rest) + s (a (m - z_y) + b gap)``."""
-    return A * np.log1p(rest) + s * (a * (np.float64(m) - zy) + b * gap)
+    own = a * (np.float64(m) - zy) if a != 0.0 else 0.0  # 0, not NaN, at z_y = -inf
+    return A * np.log1p(rest) + s * (own + b * gap)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -118,9 +129,13 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
                         if mask is not None:
                             g = g if mask[j] else zero
                         grad[j] = g
-                else:
+                elif mask is None:
                     for j in range(C):
                         grad[j] *= c1
+                else:  # left-out classes stay 0 also when c1 is NaN (a 0/0 "mean")
+                    zero = T(0.0)
+                    for j in range(C):
+                        grad[j] = c1 * grad[j] if mask[j] else zero
                 grad[y] -= T(coef * s * a)
             return loss
     if row_has_nan(z, mask):
@@ -133,7 +148,8 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
     if b != 0.0:
         for c in range(C):
             if weight[c] != 0.0 and (mask is None or mask[c]):
-                loss += b * weight[c] * _limit_probs(z, c, k, mask)[1]
+                # w_c * inf first: b * w_c may underflow to 0 for a subnormal weight
+                loss += _scaled(b, weight[c], _limit_probs(z, c, k, mask)[1])
     if want_grad:
         for j in range(C):
             kept_j = mask is None or mask[j]
@@ -185,8 +201,8 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want
     n, C = z.shape
     wsum = row_sum(weight)
     inv_denom = np.float64(1.0)
+    denom = np.float64(0.0)
     if mean:
-        denom = np.float64(0.0)
         for i in range(n):
             if target[i] != ignore_index:
                 denom += weight[target[i]]
@@ -213,7 +229,9 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want
     total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
-    return total * inv_denom if mean else total
+    if not mean:
+        return total
+    return total / denom if denom != 0.0 else np.nan  # divided: 1 / a subnormal denom is inf
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -239,12 +257,13 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
     A = np.float64(0.0)
     B = np.float64(0.0)
     for c in range(C):
-        q = weight[c] * (keep * t[c] + add)
+        w = np.float64(weight[c])
+        share = keep * t[c] + add
         if mask is not None:
-            q = q if mask[c] else 0.0
-        A += q
-        if finite_max:
-            B += q * (mf - z[c]) if q != 0.0 else 0.0
+            share = share if mask[c] else 0.0
+        A += w * share
+        if finite_max and w != 0.0 and share != 0.0:
+            B += _scaled(share, w, mf - z[c])
     if finite_max:
         if want_grad:
             rest = row_exp_into(z, m, s, grad, mask)
@@ -269,9 +288,10 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
     k = row_count_posinf(z, mask)
     loss = np.float64(0.0)
     for c in range(C):
-        q = weight[c] * (keep * t[c] + add)
-        if q != 0.0 and (mask is None or mask[c]):
-            loss += q * _limit_probs(z, c, k, mask)[1]
+        w = np.float64(weight[c])
+        share = keep * t[c] + add
+        if w != 0.0 and share != 0.0 and (mask is None or mask[c]):
+            loss += _scaled(share, w, _limit_probs(z, c, k, mask)[1])
     if want_grad:
         for j in range(C):
             q = weight[j] * (keep * t[j] + add)
@@ -293,7 +313,9 @@ def _prob(z, target, weight, eps, s, gout, mean, loss, grad, want_grad, mask):
     total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
-    return total * inv_denom if mean else total
+    if not mean:
+        return total
+    return total / n if n else np.nan
 
 
 index_target_rows = row_kernel(_index)
