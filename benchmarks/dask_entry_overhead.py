@@ -46,7 +46,8 @@ def main() -> None:
     t = np.arange(64) % 10
     pairs = {
         "softmax": (lambda: softmax_without_check(x), lambda: fs.softmax(x)),
-        "cross_entropy": (lambda: cross_entropy_without_check(x, t), lambda: fs.cross_entropy(x, t)),
+        "cross_entropy": (lambda: cross_entropy_without_check(x, t),
+                          lambda: fs.cross_entropy(x, t)),
     }
     for name, (before, after) in pairs.items():
         assert np.array_equal(before(), after())

@@ -541,7 +541,8 @@ def _bce_graph(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction
         check_binary_target(t, z.shape, dtype)  # raises the NumPy error
     for name, w in (("weight", weight), ("pos_weight", pos_weight)):
         if w is not None:
-            _check_broadcast(w, z.shape, lambda m, n=name: check_broadcast_weight(m, n, z.shape, dtype))
+            _check_broadcast(w, z.shape,
+                             lambda m, n=name: check_broadcast_weight(m, n, z.shape, dtype))
     g = _grad_output(grad_output, reduction, z.shape)
     if want_grad:
         _no_out(out)

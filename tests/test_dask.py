@@ -124,7 +124,7 @@ def to_dask(a, row_chunks, all_arrays: bool = False):
 
 
 def dask_call(fn, args, kwargs, row_chunks, all_arrays=False, which=None):
-    """``fn`` with the arguments made dask arrays (all of them, or the positions/keys in ``which``)."""
+    """``fn`` with its arguments made dask arrays (all, or the positions/keys in ``which``)."""
     def conv(key, a):
         return to_dask(a, row_chunks, all_arrays) if which is None or key in which else a
     d_args = tuple(conv(i, a) for i, a in enumerate(args))
@@ -166,7 +166,8 @@ def test_matches_numpy(name, layout, dtype):
     check_same(dask_call(fn, args, kwargs, LAYOUTS[layout]), fn(*args, **kwargs), reduced)
 
 
-@pytest.mark.parametrize("name", [n for n in CASE_NAMES if n.startswith(("ce_", "bce_", "softmax"))])
+@pytest.mark.parametrize("name", [n for n in CASE_NAMES
+                                  if n.startswith(("ce_", "bce_", "softmax"))])
 def test_mixed_numpy_and_dask_arguments(name):
     fn, args, kwargs, reduced = make_cases(np.float32, seed=1)[name]
     expected = fn(*args, **kwargs)
@@ -195,8 +196,8 @@ def test_batch_dims_chunked_and_class_axis_first():
         check_same(fn(Xt, axis=0), fn(xt, axis=0), False)
     check_same(fs.softmax_jvp(Xt, xt, axis=0), fs.softmax_jvp(xt, xt, axis=0), False)
     # one row: logits of shape (C,), a 0-d target
-    check_same(fs.cross_entropy_with_grad(X[0, 0], t[0, 0]), fs.cross_entropy_with_grad(x[0, 0], t[0, 0]),
-               True)
+    check_same(fs.cross_entropy_with_grad(X[0, 0], t[0, 0]),
+               fs.cross_entropy_with_grad(x[0, 0], t[0, 0]), True)
 
 
 def test_empty_class_axis_and_one_row():
@@ -214,7 +215,8 @@ def test_empty_class_axis_and_one_row():
 
 def test_split_class_axis_is_rechunked_with_a_performance_warning():
     x = random_logits((ROWS, C), np.float32, np.random.default_rng(3))
-    with pytest.warns(PerformanceWarning, match=r"class axis \(axis 1\) is split into 3 chunks") as rec:
+    split = r"class axis \(axis 1\) is split into 3 chunks"
+    with pytest.warns(PerformanceWarning, match=split) as rec:
         lazy = fs.softmax(da.from_array(x, chunks=(6, 3)))
     assert rec[0].filename == __file__  # attributed to the caller
     check_same(lazy, fs.softmax(x), False)
@@ -308,7 +310,8 @@ GRAPH_TIME_ERRORS = {
     "ce_scalar_logits": lambda x: fs.cross_entropy(x[0, 0], T8),
     "bce_target_shape": lambda x: fs.binary_cross_entropy_with_logits(x, X32[:, :2]),
     "bce_weight_shape": lambda x: fs.binary_cross_entropy_with_logits(x, X32, weight=np.ones(3)),
-    "bce_weight_negative": lambda x: fs.binary_cross_entropy_with_logits(x, X32, weight=-np.ones(5)),
+    "bce_weight_negative": lambda x: fs.binary_cross_entropy_with_logits(x, X32,
+                                                                         weight=-np.ones(5)),
     "bce_reduction": lambda x: fs.binary_cross_entropy_with_logits(x, X32, reduction="x"),
     "bce_grad_output": lambda x: fs.binary_cross_entropy_with_logits_backward(
         x, X32, grad_output=np.ones(3)),
@@ -419,8 +422,8 @@ def test_cluster_every_function_matches_numpy_and_threads(client, layout):
 def test_example_runs_on_a_local_cluster():
     pytest.importorskip("distributed")
     script = os.path.join(ROOT, "examples", "dask_per_token_losses.py")
-    run = subprocess.run([sys.executable, script, "--tokens", "6000", "--vocab", "50", "--block",
-                          "1000", "--memory-limit", "512MiB"], env=dict(os.environ, PYTHONPATH=ROOT),
+    args = ["--tokens", "6000", "--vocab", "50", "--block", "1000", "--memory-limit", "512MiB"]
+    run = subprocess.run([sys.executable, script, *args], env=dict(os.environ, PYTHONPATH=ROOT),
                          capture_output=True, text=True, timeout=180, check=True)
     assert "dashboard: http://127.0.0.1:" in run.stdout
     assert "equal to the NumPy call on the first block" in run.stdout
