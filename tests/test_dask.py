@@ -361,7 +361,8 @@ def test_bad_values_raise_the_numpy_error_at_compute_time(reduction):
 def local_cluster(n_workers: int, env: dict[str, str] | None = None):
     """A LocalCluster of worker processes on 127.0.0.1 (no dashboard) and its client."""
     distributed = pytest.importorskip("distributed")
-    env = {"PYTHONPATH": ROOT, **(env or {})}
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    env = {"PYTHONPATH": path, **(env or {})}
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None, env=env,
                                        memory_limit="1GiB", silence_logs=40)
@@ -374,6 +375,11 @@ def client():
     cluster, client = local_cluster(2)
     with cluster, client:
         yield client
+
+
+def results(client, lazy, timeout: float = 180.0) -> list:
+    """The computed values of dask arrays on the cluster, failing after ``timeout`` seconds."""
+    return [future.result(timeout=timeout) for future in client.compute(list(lazy))]
 
 
 def _cache_files(cache) -> list[str]:
@@ -390,7 +396,7 @@ def test_cluster_worker_compiles_from_an_empty_cache(tmp_path):
         for name in ("softmax", "ce_with_grad_mean_dyadic_weights"):
             fn, args, kwargs, reduced = cases[name]
             lazy = as_tuple(dask_call(fn, args, kwargs, LAYOUTS["uneven"]))
-            got = client.gather(client.compute(list(lazy)))
+            got = results(client, lazy)
             for i, (g, e) in enumerate(zip(got, as_tuple(fn(*args, **kwargs)))):
                 assert_close(g, np.asarray(e), reduced, i == 0)
     assert _cache_files(tmp_path)  # the worker compiled the kernels and cached them there
@@ -404,8 +410,7 @@ def test_cluster_every_function_matches_numpy_and_threads(client, layout):
     lazies = [as_tuple(dask_call(cases[n][0], cases[n][1], cases[n][2], LAYOUTS[layout]))
               for n in names]
     flat = [r for lazy in lazies for r in lazy]
-    futures = client.compute(flat)
-    remote = iter(client.gather(futures))
+    remote = iter(results(client, flat))
     for name, lazy in zip(names, lazies):
         fn, args, kwargs, reduced = cases[name]
         local = dask.compute(*lazy)
