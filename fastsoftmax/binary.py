@@ -21,6 +21,7 @@ Targets, weights and pos_weight must be finite, and weights >= 0 (as for ``cross
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from numpy.typing import ArrayLike
 
 from . import _validate as v
 from ._kernels.binary import bce_flat, log_sigmoid_flat, sigmoid_flat
+from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 # Elements per block of the flat elementwise kernels (the unit of the prange).
@@ -147,6 +149,8 @@ def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | np.f
         exactly 0 at -inf, NaN for NaN. A NumPy scalar for 0-d ``x`` (unless ``out`` is given),
         as NumPy's ufuncs return.
     """
+    if "dask" in sys.modules and dask_in(x):
+        return dask_call("sigmoid", x, out=out)
     return _elementwise(sigmoid_flat, x, out)
 
 
@@ -156,6 +160,8 @@ def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | 
     Parameters and dtype rules as in :func:`sigmoid`. Returns values <= 0: -inf at -inf, 0 at
     +inf, ``x`` itself for x << 0 (e.g. -1000), NaN for NaN.
     """
+    if "dask" in sys.modules and dask_in(x):
+        return dask_call("log_sigmoid", x, out=out)
     return _elementwise(log_sigmoid_flat, x, out)
 
 
@@ -285,6 +291,9 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
     scalar for 0-d logits). The result dtype is the logits' compute dtype, float16 for float16
     logits (computed in float32); the gradients have it too.
     """
+    if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight):
+        return dask_call("binary_cross_entropy_with_logits", logits, target, weight=weight,
+                         pos_weight=pos_weight, reduction=reduction)
     return _run(logits, target, weight, pos_weight, reduction, 1.0, True, False, None)[0]
 
 
@@ -315,6 +324,10 @@ def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLi
         Of the logits' shape and the result dtype (see
         :func:`binary_cross_entropy_with_logits`); a NumPy scalar for 0-d logits without ``out``.
     """
+    if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight, grad_output):
+        return dask_call("binary_cross_entropy_with_logits_backward", logits, target, weight=weight,
+                         pos_weight=pos_weight, reduction=reduction, grad_output=grad_output,
+                         out=out)
     return _run(logits, target, weight, pos_weight, reduction, grad_output, False, True, out)[1]
 
 
@@ -328,4 +341,7 @@ def binary_cross_entropy_with_logits_with_grad(logits: ArrayLike, target: ArrayL
     Arguments as in :func:`binary_cross_entropy_with_logits`; ``out=logits`` writes the gradient
     over the logits.
     """
+    if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight):
+        return dask_call("binary_cross_entropy_with_logits_with_grad", logits, target, weight=weight,
+                         pos_weight=pos_weight, reduction=reduction, out=out)
     return _run(logits, target, weight, pos_weight, reduction, 1.0, True, True, out)

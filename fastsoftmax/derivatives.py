@@ -6,11 +6,14 @@ any loss: given dL/dp, ``softmax_vjp(p, dL/dp)`` is dL/dz.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
 from ._kernels.jvp import jacobian_rows, jvp_rows, log_softmax_vjp_rows
+from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
@@ -31,6 +34,8 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
         ``J[..., i, j] = p_i (delta_ij - p_j)`` (empty for C = 0). Memory is C times that of
         ``probs``; prefer :func:`softmax_jvp` / :func:`softmax_vjp`, which never build it.
     """
+    if "dask" in sys.modules and dask_in(probs):
+        return dask_call("softmax_jacobian", probs, axis)
     p = v.as_float_array(probs, "probs")
     dtype = v.result_dtype(probs, p)
     axis = v.normalize_axis(axis, p.ndim)
@@ -82,6 +87,8 @@ def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, tempera
         Of ``probs``' shape, in the promoted dtype of the two inputs (float16 for two float16
         inputs, computed in float32); empty when the class axis has length 0.
     """
+    if "dask" in sys.modules and dask_in(probs, tangent):
+        return dask_call("softmax_jvp", probs, tangent, axis, temperature=temperature, out=out)
     return _product(jvp_rows, probs, tangent, ("probs", "tangent"), axis, temperature, out)
 
 
@@ -92,6 +99,8 @@ def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
     J is symmetric, so the values equal :func:`softmax_jvp`. Parameters as there, with the
     cotangent g = dL/dp in place of the tangent.
     """
+    if "dask" in sys.modules and dask_in(probs, cotangent):
+        return dask_call("softmax_vjp", probs, cotangent, axis, temperature=temperature, out=out)
     return _product(jvp_rows, probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
 
 
@@ -108,5 +117,8 @@ def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, 
     axis, temperature, out
         As in :func:`softmax_jvp`.
     """
+    if "dask" in sys.modules and dask_in(log_probs, cotangent):
+        return dask_call("log_softmax_vjp", log_probs, cotangent, axis, temperature=temperature,
+                         out=out)
     return _product(log_softmax_vjp_rows, log_probs, cotangent, ("log_probs", "cotangent"), axis,
                     temperature, out)

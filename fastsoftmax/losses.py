@@ -14,6 +14,7 @@ times grad_output / T and the "mean" denominator; for one-hot t without weights:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from numpy.typing import ArrayLike
 
 from . import _validate as v
 from ._kernels.cross_entropy import index_target_rows, prob_target_rows
+from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
@@ -98,6 +100,10 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
     ValueError
         For logits with 0 classes (no target can be valid), among the other argument checks.
     """
+    if "dask" in sys.modules and dask_in(logits, target, weight, where):
+        return dask_call("cross_entropy", logits, target, weight=weight, ignore_index=ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing,
+                         temperature=temperature, where=where)
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
                 1.0, False, None, where)[0]
 
@@ -122,6 +128,11 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: Arra
     out : ndarray, optional
         Writable array of the logits' shape and the result dtype; may be ``logits`` itself.
     """
+    if "dask" in sys.modules and dask_in(logits, target, weight, grad_output, where):
+        return dask_call("cross_entropy_backward", logits, target, weight=weight,
+                         ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, temperature=temperature,
+                         grad_output=grad_output, out=out, where=where)
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
                 grad_output, True, out, where)[1]
 
@@ -136,5 +147,10 @@ def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight: Arr
     Arguments as in :func:`cross_entropy`; ``out=logits`` writes the gradient over the logits
     (no extra memory beyond O(rows)).
     """
+    if "dask" in sys.modules and dask_in(logits, target, weight, where):
+        return dask_call("cross_entropy_with_grad", logits, target, weight=weight,
+                         ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, temperature=temperature, out=out,
+                         where=where)
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
                 1.0, True, out, where)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
 from ._kernels.softmax import log_softmax_rows, logsumexp_rows, softmax_rows
+from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
@@ -55,6 +58,8 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
         Probabilities along ``axis``. A row holding NaN gives NaN; +inf entries share the
         probability equally; -inf entries get exactly 0; an all -inf row gives all 0.
     """
+    if "dask" in sys.modules and dask_in(x, where):
+        return dask_call("softmax", x, axis, temperature=temperature, out=out, where=where)
     return _rowwise(softmax_rows, x, axis, temperature, out, where)
 
 
@@ -66,6 +71,8 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
     row gives all -inf, a row with k entries at +inf gives ``-log(k)`` there and -inf elsewhere.
     Entries left out by ``where`` give -inf (a row masked entirely: all -inf).
     """
+    if "dask" in sys.modules and dask_in(x, where):
+        return dask_call("log_softmax", x, axis, temperature=temperature, out=out, where=where)
     return _rowwise(log_softmax_rows, x, axis, temperature, out, where)
 
 
@@ -91,6 +98,8 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
         0-d result (1-D ``x`` without keepdims) is a NumPy scalar of the result dtype, unless
         ``out`` is given.
     """
+    if "dask" in sys.modules and dask_in(x):
+        return dask_call("logsumexp", x, axis, keepdims=keepdims, out=out)
     x_in = x
     x = v.as_float_array(x, "x")
     dtype = v.result_dtype(x_in, x)

@@ -1,0 +1,607 @@
+"""Dask arrays in, lazy dask arrays out: the NumPy functions mapped over blocks of whole rows.
+
+Reached from a public function's entry when one of its array arguments is a dask array
+(``fastsoftmax._lazy``); each function here has the public signature. Row-wise functions call
+the public NumPy function on blocks whose class axis is whole (a split class axis is rechunked,
+with a ``PerformanceWarning``), so every row gives the bits the NumPy call gives. The binary
+family is elementwise and maps over any blocks. Other arguments (targets, weights, masks,
+tangents, grad_output) may be NumPy or dask arrays; they are chunked like the logits.
+
+Reductions ("sum", "mean"): each block gives its partial loss sum (the NumPy function's "sum",
+in the logits' dtype) and, for class-index targets, its weighted count of rows; ``math.fsum``
+adds the partials in one task, so the result does not depend on the scheduler, the number of
+workers or the order in which blocks finish, only on the chunks. Gradients use the global
+"mean" denominator, passed to every block as ``grad_output / denominator`` with reduction
+"sum": the per-row coefficient the NumPy call computes, bit for bit whenever the denominator
+is (the kernel adds class weights in an order of its own; sums without weights are exact).
+
+Errors that shapes and dtypes reveal are raised when the graph is built, by the checks of
+``_validate`` (on zero-stride stand-ins with the real shapes, which they reject before reading
+any value) and by one call of the NumPy function on a one-row probe. Errors in values (a label
+out of range, a NaN target) come from the NumPy function at compute time, with indices into the
+whole array.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import re
+import sys
+import warnings
+from typing import Any, Callable
+
+import dask.array as da
+import numpy as np
+from dask.array.core import PerformanceWarning
+
+from . import _validate as v
+from .binary import _run as _bce_run
+from .binary import check_binary_target, check_broadcast_weight
+from .binary import log_sigmoid as _log_sigmoid
+from .binary import sigmoid as _sigmoid
+from .derivatives import log_softmax_vjp as _log_softmax_vjp
+from .derivatives import softmax_jacobian as _softmax_jacobian
+from .derivatives import softmax_jvp as _softmax_jvp
+from .losses import _run as _ce_run
+from .softmax import log_softmax as _log_softmax
+from .softmax import logsumexp as _logsumexp
+from .softmax import softmax as _softmax
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package (for warnings)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _no_out(out: Any) -> None:
+    if out is not None:
+        raise TypeError("out is not supported for dask arrays: the result is a lazy dask array "
+                        "(write it with dask.array.store or to_zarr)")
+
+
+def _stand_in(shape: tuple[float, ...], dtype: np.dtype) -> np.ndarray:
+    """A zero-stride array of zeros with ``shape``: lets the NumPy checks see the real shape
+    (an unknown length, NaN in dask, counts as 0 here; the blocks are checked when computed)."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(0 if math.isnan(n) else n for n in shape))
+
+
+def _meta(a: Any) -> np.ndarray:
+    """An argument's shape and dtype as a zero-stride stand-in (a NumPy argument as itself)."""
+    if isinstance(a, da.Array):
+        return _stand_in(a.shape, a.dtype)
+    return np.asarray(a)
+
+
+def _probe(a: Any, keep: tuple[int, ...] = ()) -> np.ndarray:
+    """Zeros of ``a``'s dtype with every dimension 1 except those in ``keep``: an argument of
+    a one-row call that checks everything but the shapes."""
+    meta = _meta(a)
+    return np.zeros(tuple(n if i in keep else 1 for i, n in enumerate(meta.shape)), meta.dtype)
+
+
+def _aligned(a: Any, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+    """``a`` as a dask array chunked like an array of ``shape`` and ``chunks`` along the
+    dimensions it shares with it (right-aligned, as in broadcasting; length-1 dimensions whole)."""
+    if not isinstance(a, da.Array):
+        a = np.asarray(a)
+        a = da.from_array(a, chunks=a.shape)
+    lead = len(shape) - a.ndim
+    want = tuple(chunks[lead + i] if _same((a.shape[i],), (shape[lead + i],)) and a.shape[i] != 1
+                 else (a.shape[i],) for i in range(a.ndim))
+    return a if all(map(_same, a.chunks, want)) else a.rechunk(want)
+
+
+def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Equal lengths or chunks, where dask's NaN (unknown) equals NaN."""
+    return len(a) == len(b) and all(x == y or math.isnan(x) and math.isnan(y) for x, y in zip(a, b))
+
+
+def _whole_axis(x: da.Array, axis: int) -> da.Array:
+    """``x`` with the class axis in one chunk: a softmax needs whole rows."""
+    if x.numblocks[axis] == 1:
+        return x
+    warnings.warn(
+        f"the class axis (axis {axis}) is split into {x.numblocks[axis]} chunks; rechunking it to "
+        "one chunk, since each row must be whole in one block (chunk along the other axes only "
+        "to avoid this copy)", PerformanceWarning, stacklevel=_user_stacklevel())
+    return x.rechunk({axis: -1})
+
+
+def _main(x: Any, axis: int | None) -> da.Array:
+    """The main input as a dask array (a NumPy one chunked automatically, its class axis whole)."""
+    if not isinstance(x, da.Array):
+        x = np.asarray(x)
+        chunks = "auto" if axis is None or x.ndim == 0 else {axis % x.ndim: -1}
+        x = da.from_array(x, chunks=chunks)
+    return x if axis is None else _whole_axis(x, axis)
+
+
+_INDEX = re.compile(r"at index \(([\d, ]*)\)")
+
+
+def _global_message(exc: ValueError, start: tuple[int, ...]) -> ValueError:
+    """The NumPy message with a block's ``at index (i, j)`` counted in the whole array."""
+    def shift(m: re.Match) -> str:
+        local = [int(i) for i in m.group(1).replace(" ", "").split(",") if i]
+        return f"at index {tuple(i + s for i, s in zip(local, start))}"
+    return ValueError(_INDEX.sub(shift, str(exc)))
+
+
+def _block_start(block_info: dict | None, dims: int) -> tuple[int, ...]:
+    if not block_info:
+        return (0,) * dims
+    return tuple(lo for lo, _ in block_info[0]["array-location"][:dims])
+
+
+def _fsum(partials: np.ndarray) -> np.ndarray:
+    return np.float64(math.fsum(np.ravel(partials)))
+
+
+def _total(partials: da.Array) -> da.Array:
+    """The correctly rounded sum of one float64 partial per block, as a 0-d dask array."""
+    grid = partials.rechunk(partials.shape) if partials.ndim else partials
+    return da.blockwise(_fsum, (), grid, tuple(range(grid.ndim)), concatenate=True,
+                        dtype=np.float64, meta=np.empty((), np.float64))
+
+
+def _inverse(denominator: np.ndarray) -> np.ndarray:
+    """1 / denominator, NaN for 0 (every row ignored), as the NumPy kernels compute it."""
+    d = float(denominator)
+    return np.float64(1.0 / d if d != 0.0 else math.nan)
+
+
+def _partials_chunks(x: da.Array, dims: int) -> tuple[tuple[int, ...], ...]:
+    """Chunks of an array holding one value per block of ``x`` over its first ``dims`` axes."""
+    return tuple((1,) * n for n in x.numblocks[:dims])
+
+
+def _count(shape: tuple[float, ...]) -> int:
+    """The number of entries of ``shape``, for a "mean" over rows or elements."""
+    n = math.prod(shape)
+    if math.isnan(n):
+        raise ValueError("reduction='mean' over a dask array of unknown chunk sizes: call "
+                         "compute_chunk_sizes() on it first")
+    return n
+
+
+def _check_broadcast(a: Any, shape: tuple[int, ...], check: Callable[[np.ndarray], Any]) -> None:
+    """Raise the NumPy error of ``check`` when ``a`` does not broadcast to ``shape``."""
+    meta = _meta(a)
+    try:
+        fits = np.broadcast_shapes(meta.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        check(meta)
+
+
+def _check_where(where: Any, shape: tuple[int, ...], axis: int) -> None:
+    """Raise the NumPy error for a ``where`` of the wrong dtype or shape."""
+    _check_broadcast(where, shape, lambda m: v.check_where(m, shape, axis))
+    if _meta(where).dtype != np.bool_:
+        v.check_where(_meta(where), shape, axis)
+
+
+# --------------------------------------------------------------------------- softmax family
+
+
+def _masked(fn: Callable, x: np.ndarray, where: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return fn(x, where=where, **kwargs)
+
+
+def _rowwise(fn: Callable, x: Any, axis: Any, temperature: Any, out: Any, where: Any) -> da.Array:
+    axis = v.normalize_axis(axis, np.ndim(x))
+    x = _main(x, axis)
+    _no_out(out)
+    dtype = fn(_probe(x, (axis,)), axis=axis, temperature=temperature).dtype
+    if where is None:
+        return x.map_blocks(fn, axis=axis, temperature=temperature, dtype=dtype)
+    _check_where(where, x.shape, axis)
+    return da.map_blocks(_masked, fn, x, _aligned(where, x.shape, x.chunks), axis=axis,
+                         temperature=temperature, dtype=dtype)
+
+
+def softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None,
+            where: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.softmax`."""
+    return _rowwise(_softmax, x, axis, temperature, out, where)
+
+
+def log_softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None,
+                where: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.log_softmax`."""
+    return _rowwise(_log_softmax, x, axis, temperature, out, where)
+
+
+def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False, out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.logsumexp`."""
+    axis = v.normalize_axis(axis, np.ndim(x))
+    x = _main(x, axis)
+    _no_out(out)
+    dtype = _logsumexp(_probe(x, (axis,)), axis=axis).dtype
+    if keepdims:
+        chunks = x.chunks[:axis] + ((1,),) + x.chunks[axis + 1:]
+        return x.map_blocks(_logsumexp, axis=axis, keepdims=True, chunks=chunks, dtype=dtype)
+    return x.map_blocks(_logsumexp, axis=axis, drop_axis=axis, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def softmax_jacobian(probs: Any, axis: int = -1) -> da.Array:
+    """Lazy :func:`fastsoftmax.softmax_jacobian` (shape ``batch + (C, C)``)."""
+    axis = v.normalize_axis(axis, np.ndim(probs))
+    p = da.moveaxis(_main(probs, axis), axis, -1)
+    dtype = _softmax_jacobian(_probe(p, (p.ndim - 1,))).dtype
+    return p.map_blocks(_softmax_jacobian, new_axis=p.ndim, chunks=p.chunks + (p.chunks[-1],),
+                        dtype=dtype)
+
+
+def _product(fn: Callable, a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any,
+             out: Any) -> da.Array:
+    v.common_dtype(_meta(a), _meta(b), names=names)  # dtype errors, as NumPy
+    v.check_same_shape(_meta(a), _meta(b), *names)
+    axis = v.normalize_axis(axis, np.ndim(a))
+    _no_out(out)
+    lead = _main(a if isinstance(a, da.Array) else b, axis)
+    a, b = (_aligned(c, lead.shape, lead.chunks) for c in (a, b))
+    dtype = fn(_probe(a, (axis,)), _probe(b, (axis,)), axis=axis, temperature=temperature).dtype
+    return da.map_blocks(fn, a, b, axis=axis, temperature=temperature, dtype=dtype)
+
+
+def softmax_jvp(probs: Any, tangent: Any, axis: int = -1, *, temperature: float = 1.0,
+                out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.softmax_jvp`."""
+    return _product(_softmax_jvp, probs, tangent, ("probs", "tangent"), axis, temperature, out)
+
+
+def softmax_vjp(probs: Any, cotangent: Any, axis: int = -1, *, temperature: float = 1.0,
+                out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.softmax_vjp`."""
+    return _product(_softmax_jvp, probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
+
+
+def log_softmax_vjp(log_probs: Any, cotangent: Any, axis: int = -1, *, temperature: float = 1.0,
+                    out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.log_softmax_vjp`."""
+    return _product(_log_softmax_vjp, log_probs, cotangent, ("log_probs", "cotangent"), axis,
+                    temperature, out)
+
+
+# --------------------------------------------------------------------------- shared by the losses
+
+
+def _scalar(a: Any) -> float:
+    """A Python float from a float, a 0-d array or a block of one element."""
+    return float(np.ravel(a)[0])
+
+
+def _grad_output(g: Any, reduction: str, shape: tuple[int, ...]) -> Any:
+    """grad_output checked against the shapes: a float, a 0-d dask array, or an array of
+    ``shape`` (reduction "none")."""
+    meta = _meta(g)
+    if meta.dtype.kind not in "biuf" or not (
+            meta.ndim == 0 or reduction == "none" and meta.shape == shape):
+        v.check_grad_output(meta, reduction, shape)  # raises the NumPy error
+    if isinstance(g, da.Array):
+        return g
+    return float(meta) if meta.ndim == 0 else g
+
+
+def _widened(z: np.ndarray, reduction: str) -> np.ndarray:
+    """float16 logits as the float32 the NumPy functions compute them in, when the block's loss
+    is a partial sum: it then stays in float32 (the NumPy call rounds only the total to
+    float16). Per-row losses keep float16 blocks, rounded once from float64 as in the NumPy
+    call."""
+    return z.astype(np.float32) if reduction != "none" and z.dtype == np.float16 else z
+
+
+def _rounded(grad: Any, z: np.ndarray) -> Any:
+    """A gradient computed from widened float16 logits ``z``, rounded to float16 as the NumPy
+    call rounds it."""
+    if grad is None or z.dtype != np.float16 or grad.dtype == z.dtype:
+        return grad
+    return grad.astype(z.dtype)
+
+
+def _partial_array(loss: Any, dims: int) -> np.ndarray:
+    """A block's reduced loss as the float64 partial of shape (1, ..., 1)."""
+    return np.full((1,) * dims, np.float64(loss))
+
+
+def _reduced(partials: da.Array, reduction: str, denominator: Any, dtype: np.dtype,
+             divide: bool) -> da.Array:
+    """The 0-d loss from per-block partials: the sum, or for "mean" the sum times (or over)
+    the global denominator, in the order the NumPy function uses, cast to ``dtype``."""
+    total = _total(partials)
+    if reduction == "mean":
+        total = total / denominator if divide else total * denominator
+    return total.astype(dtype)
+
+
+# --------------------------------------------------------------------------- cross-entropy
+
+
+def _ce_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, g: Any, inv: Any, *,
+              index: bool, options: dict, reduction: str, want_loss: bool, want_grad: bool,
+              block_info: dict | None = None) -> Any:
+    """One block of rows through the NumPy cross-entropy: its loss (per row for "none", else
+    the float64 partial sum) and/or its gradient."""
+    dims = z.ndim - 1
+    if index:
+        t = t[..., 0]
+    if isinstance(w, np.ndarray):
+        w = w.reshape(-1)
+    if isinstance(g, np.ndarray):
+        g = g[..., 0]
+    if inv is not None:  # the "mean" gradient: grad_output / global denominator, with "sum"
+        g = _scalar(g) * _scalar(inv)
+    try:
+        loss, grad = _ce_run(_widened(z, reduction), t, w, options["ignore_index"],
+                             "none" if reduction == "none" else "sum", options["label_smoothing"],
+                             options["temperature"], g, want_grad, None, mask)
+    except ValueError as exc:
+        raise _global_message(exc, _block_start(block_info, dims)) from None
+    grad = _rounded(grad, z)
+    if reduction != "none":
+        loss = _partial_array(loss, dims)
+    if want_loss and want_grad:
+        return loss, grad
+    return loss if want_loss else grad
+
+
+def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
+                       logits_dtype: np.dtype, ignore_index: int,
+                       block_info: dict | None = None) -> np.ndarray:
+    """A block's "mean" denominator for class-index targets: the sum of ``w[target]`` over rows
+    neither ignored nor masked entirely, accumulated in row order (the NumPy kernel may add in
+    another order: equal when the sums are exact, e.g. without weights). Reads no logits."""
+    t = t[..., 0]
+    if isinstance(w, np.ndarray):
+        w = w.reshape(-1)
+    try:
+        args = v.cross_entropy_args(_stand_in(t.shape + (classes,), logits_dtype), t, w,
+                                    ignore_index, "sum", 0.0, 1.0, 1.0, mask)
+    except ValueError as exc:
+        raise _global_message(exc, _block_start(block_info, t.ndim)) from None
+    labels = args.target[args.target != ignore_index]
+    weights = np.cumsum(args.weight[labels], dtype=np.float64)
+    return _partial_array(weights[-1] if weights.size else 0.0, t.ndim)
+
+
+def _ce_checks(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: str,
+               label_smoothing: Any, temperature: Any, grad_output: Any,
+               where: Any) -> tuple[bool, Any, np.dtype]:
+    """The NumPy checks of a cross-entropy call that the graph can make before any block is
+    read; returns (class-index target?, grad_output as a float or array, result dtype)."""
+    z, t = _meta(logits), _meta(target)
+    if z.ndim == 0:  # the NumPy checks give the error
+        v.cross_entropy_args(z, t, None, ignore_index, reduction, label_smoothing, temperature,
+                             1.0, None)
+    batch, classes = z.shape[:-1], z.shape[-1]
+    index = t.dtype.kind in "iu"
+    if t.dtype.kind not in "iuf" or t.shape != (batch if index else z.shape):
+        v.check_target(t, z.shape, 0, z.dtype)  # raises the NumPy error
+    if isinstance(weight, da.Array) and weight.shape != (classes,):
+        v.check_weight(_meta(weight), classes, z.dtype)  # raises the NumPy error
+    g = _grad_output(grad_output, reduction, batch)
+    if where is not None:
+        _check_where(where, z.shape, z.ndim - 1)
+    # the other checks (dtypes, options, NumPy weight values) on a one-row probe of each argument
+    probe_w = weight if not isinstance(weight, da.Array) else _probe(weight, (0,))
+    probe_m = None if where is None else np.ones(_probe(where, (np.ndim(where) - 1,)).shape, bool)
+    _, probe = _ce_run(_probe(z, (z.ndim - 1,)), _probe(t, () if index else (t.ndim - 1,)),
+                       probe_w, ignore_index, reduction, label_smoothing, temperature,
+                       g if isinstance(g, float) else _probe(g), True, None, probe_m)
+    if index and not isinstance(target, da.Array):  # NumPy labels: checked whole now, as NumPy
+        v.check_target(t, z.shape, ignore_index, probe.dtype)
+    return index, g, probe.dtype
+
+
+def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
+              label_smoothing: Any, temperature: Any, grad_output: Any, out: Any, where: Any,
+              want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+    """The lazy cross-entropy: (loss or None, gradient or None)."""
+    reduction = v.check_reduction(reduction)
+    index, g, dtype = _ce_checks(logits, target, weight, ignore_index, reduction,
+                                 label_smoothing, temperature, grad_output, where)
+    if want_grad:
+        _no_out(out)
+    x = _main(logits, np.ndim(logits) - 1)
+    classes = x.shape[-1]
+    row_chunks = x.chunks[:-1]
+    rows_shape = x.shape[:-1]  # NaN where dask does not know a length
+    if index:
+        t_arr = _aligned(target, rows_shape, row_chunks)[..., None]
+    else:
+        t_arr = _aligned(target, x.shape, x.chunks)
+    w_arr = None
+    if weight is not None:  # one key in the graph (a constant would be copied into every task)
+        w = weight if isinstance(weight, da.Array) else da.from_array(
+            v.check_weight(weight, classes, dtype))
+        w_arr = w.rechunk(-1).reshape((1,) * (x.ndim - 1) + (classes,))
+    m_arr = None if where is None else _aligned(where, x.shape, x.chunks)
+    g_arr = g if isinstance(g, float) else _aligned(g, rows_shape, row_chunks)[..., None]
+
+    inverse = None
+    if reduction == "mean":
+        if index:
+            parts = da.map_blocks(_denominator_block, t_arr, w_arr, m_arr, classes=classes,
+                                  logits_dtype=x.dtype, ignore_index=ignore_index,
+                                  drop_axis=x.ndim - 1, dtype=np.float64,
+                                  chunks=_partials_chunks(x, x.ndim - 1),
+                                  meta=np.empty((0,) * (x.ndim - 1), np.float64))
+            inverse = _total(parts).map_blocks(_inverse, dtype=np.float64)
+        else:
+            rows = _count(rows_shape)
+            inverse = np.float64(1.0 / rows if rows else math.nan)
+    inv_arr = None
+    if want_grad and reduction == "mean":
+        inv_arr = inverse.reshape((1,) * x.ndim) if isinstance(inverse, da.Array) else inverse
+
+    kwargs = dict(index=index, options=dict(ignore_index=ignore_index,
+                                            label_smoothing=label_smoothing,
+                                            temperature=temperature),
+                  reduction=reduction, want_loss=want_loss, want_grad=want_grad)
+    args = (x, t_arr, w_arr, m_arr, g_arr, inv_arr)
+    reduced = reduction != "none"
+    loss_chunks = _partials_chunks(x, x.ndim - 1) if reduced else row_chunks
+    loss_dtype = np.dtype(np.float64) if reduced else dtype
+    loss = grad = None
+    if want_loss and want_grad:
+        pairs = da.map_blocks(_ce_block, *args, **kwargs, drop_axis=x.ndim - 1, chunks=loss_chunks,
+                              dtype=object, meta=np.empty((0,) * (x.ndim - 1), object))
+        loss = pairs.map_blocks(operator.itemgetter(0), dtype=loss_dtype,
+                                meta=np.empty((0,) * (x.ndim - 1), loss_dtype))
+        grad = pairs.map_blocks(operator.itemgetter(1), new_axis=x.ndim - 1, chunks=x.chunks,
+                                dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
+    elif want_loss:
+        loss = da.map_blocks(_ce_block, *args, **kwargs, drop_axis=x.ndim - 1, chunks=loss_chunks,
+                             dtype=loss_dtype, meta=np.empty((0,) * (x.ndim - 1), loss_dtype))
+    else:
+        grad = da.map_blocks(_ce_block, *args, **kwargs, dtype=dtype)
+    if loss is not None and reduced:
+        loss = _reduced(loss, reduction, inverse, dtype, divide=False)
+    return loss, grad
+
+
+def cross_entropy(logits: Any, target: Any, *, weight: Any = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
+                  where: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.cross_entropy` (a 0-d dask array for "mean"/"sum")."""
+    return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
+                     temperature, 1.0, None, where, True, False)[0]
+
+
+def cross_entropy_backward(logits: Any, target: Any, *, weight: Any = None,
+                           ignore_index: int = -100, reduction: str = "mean",
+                           label_smoothing: float = 0.0, temperature: float = 1.0,
+                           grad_output: Any = 1.0, out: Any = None, where: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.cross_entropy_backward`."""
+    return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
+                     temperature, grad_output, out, where, False, True)[1]
+
+
+def cross_entropy_with_grad(logits: Any, target: Any, *, weight: Any = None,
+                            ignore_index: int = -100, reduction: str = "mean",
+                            label_smoothing: float = 0.0, temperature: float = 1.0,
+                            out: Any = None, where: Any = None) -> tuple[da.Array, da.Array]:
+    """Lazy :func:`fastsoftmax.cross_entropy_with_grad`: (loss, gradient), one pass per block."""
+    return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
+                     temperature, 1.0, out, where, True, True)
+
+
+# --------------------------------------------------------------------------- binary family
+
+
+def sigmoid(x: Any, *, out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.sigmoid`, over blocks of any shape."""
+    x = _main(x, None)
+    _no_out(out)
+    return x.map_blocks(_sigmoid, dtype=_sigmoid(_probe(x)).dtype)
+
+
+def log_sigmoid(x: Any, *, out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.log_sigmoid`, over blocks of any shape."""
+    x = _main(x, None)
+    _no_out(out)
+    return x.map_blocks(_log_sigmoid, dtype=_log_sigmoid(_probe(x)).dtype)
+
+
+def _bce_block(z: np.ndarray, t: np.ndarray, w: Any, pw: Any, g: Any, *, reduction: str,
+               want_loss: bool, want_grad: bool) -> Any:
+    """One block through the NumPy binary cross-entropy: its loss (elementwise for "none",
+    else the float64 partial sum) and/or its gradient."""
+    loss, grad = _bce_run(_widened(z, reduction), t, w, pw,
+                          "none" if reduction == "none" else "sum", g, want_loss, want_grad, None)
+    grad = _rounded(grad, z)
+    if want_loss and reduction != "none":
+        loss = _partial_array(loss, z.ndim)
+    if want_loss and want_grad:
+        return loss, grad
+    return loss if want_loss else grad
+
+
+def _bce_graph(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any,
+               grad_output: Any, out: Any, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+    """The lazy binary cross-entropy: (loss or None, gradient or None)."""
+    z, t = _meta(logits), _meta(target)
+    dtype = v.compute_dtype(z.dtype, "logits")
+    reduction = v.check_reduction(reduction)
+    if t.shape != z.shape:
+        check_binary_target(t, z.shape, dtype)  # raises the NumPy error
+    for name, w in (("weight", weight), ("pos_weight", pos_weight)):
+        if w is not None:
+            _check_broadcast(w, z.shape,
+                             lambda m, n=name: check_broadcast_weight(m, n, z.shape, dtype))
+    g = _grad_output(grad_output, reduction, z.shape)
+    if want_grad:
+        _no_out(out)
+    # the other checks (dtypes, options) on a one-element probe of each argument
+    probes = [None if w is None else _probe(w) for w in (weight, pos_weight)]
+    _, probe = _bce_run(_probe(z), _probe(t), *probes, reduction,
+                        g if isinstance(g, float) else _probe(g), True, True, None)
+    dtype = probe.dtype
+    # NumPy weights are checked whole now (dask ones block by block at compute time)
+    for name, w in (("weight", weight), ("pos_weight", pos_weight)):
+        if w is not None and not isinstance(w, da.Array):
+            check_broadcast_weight(w, name, z.shape, dtype)
+
+    x = _main(logits, None)
+    n = _count(x.shape) if reduction == "mean" else 0
+    if want_grad and reduction == "mean":  # NumPy's per-element coefficient: (1 / n) * g
+        inverse = 1.0 / n if n else math.nan
+        g = inverse * g if isinstance(g, float) else inverse * g.astype(np.float64)
+    if not isinstance(g, float):
+        g = _aligned(g, x.shape, x.chunks)
+    args = [x, _aligned(target, x.shape, x.chunks)]
+    args += [None if w is None else _aligned(w, x.shape, x.chunks) for w in (weight, pos_weight)]
+    kwargs = dict(reduction=reduction, want_loss=want_loss, want_grad=want_grad)
+    reduced = reduction != "none"
+    loss_chunks = _partials_chunks(x, x.ndim) if reduced else x.chunks
+    loss_dtype = np.dtype(np.float64) if reduced else dtype
+    loss = grad = None
+    if want_loss and want_grad:
+        pairs = da.map_blocks(_bce_block, *args, g, **kwargs, chunks=loss_chunks, dtype=object,
+                              meta=np.empty((0,) * x.ndim, object))
+        loss = pairs.map_blocks(operator.itemgetter(0), dtype=loss_dtype,
+                                meta=np.empty((0,) * x.ndim, loss_dtype))
+        grad = pairs.map_blocks(operator.itemgetter(1), chunks=x.chunks, dtype=dtype,
+                                meta=np.empty((0,) * x.ndim, dtype))
+    elif want_loss:
+        loss = da.map_blocks(_bce_block, *args, g, **kwargs, chunks=loss_chunks, dtype=loss_dtype)
+    else:
+        grad = da.map_blocks(_bce_block, *args, g, **kwargs, dtype=dtype)
+    if loss is not None and reduced:
+        loss = _reduced(loss, reduction, n if n else math.nan, dtype, divide=True)
+    return loss, grad
+
+
+def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = None,
+                                     pos_weight: Any = None, reduction: str = "mean") -> da.Array:
+    """Lazy :func:`fastsoftmax.binary_cross_entropy_with_logits`."""
+    return _bce_graph(logits, target, weight, pos_weight, reduction, 1.0, None, True, False)[0]
+
+
+def binary_cross_entropy_with_logits_backward(logits: Any, target: Any, *, weight: Any = None,
+                                              pos_weight: Any = None, reduction: str = "mean",
+                                              grad_output: Any = 1.0, out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.binary_cross_entropy_with_logits_backward`."""
+    return _bce_graph(logits, target, weight, pos_weight, reduction, grad_output, out, False,
+                      True)[1]
+
+
+def binary_cross_entropy_with_logits_with_grad(logits: Any, target: Any, *, weight: Any = None,
+                                               pos_weight: Any = None, reduction: str = "mean",
+                                               out: Any = None) -> tuple[da.Array, da.Array]:
+    """Lazy :func:`fastsoftmax.binary_cross_entropy_with_logits_with_grad`."""
+    return _bce_graph(logits, target, weight, pos_weight, reduction, 1.0, out, True, True)
