@@ -25,11 +25,12 @@ from numpy.typing import ArrayLike
 from . import _validate as v
 from .losses import fused_rows
 
-# Default memory budget of the chunk's logits. Measured at N x H x C = 2048 x 256 x 16000 and
-# 8192 x 512 x 32000 (float32, 2 threads): forward + backward is within a few percent of its
-# best from 8 MB to 64 MB per chunk; 16 MB keeps the extra memory small.
-CHUNK_BYTES = 16 * 2**20
-# Budget of the scratch block through which later chunks add into dW (class blocks of it).
+# Default memory budget of the chunk's logits. Measured at N x H x C = 2048 x 256 x 16000
+# (float32, 2 threads, min of 3, machine shared): 8 MB 2.2 s, 16 MB 1.4 s, 32 MB 1.09 s,
+# 64 MB 1.02 s per forward + backward (unfused 0.99 s). Fewer, taller matmuls win: OpenBLAS
+# is slow on short ones (dx = g @ W has K = C), worse on a loaded machine.
+CHUNK_BYTES = 64 * 2**20
+# Budget of the scratch block through which later chunks add into dW (at most one chunk's size).
 _DW_BLOCK_BYTES = 4 * 2**20
 
 
@@ -85,8 +86,10 @@ def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias:
         dx = np.empty((n, features), dtype)
         dw = np.zeros((classes, features), dtype)
         db = np.zeros(classes, dtype=np.float64)
-        block_rows = max(1, min(classes, _DW_BLOCK_BYTES // max(1, features * dtype.itemsize)))
-        block = np.empty((block_rows, features), dtype)
+        if n > rows:  # later chunks add into dW through a block of classes
+            block_bytes = min(_DW_BLOCK_BYTES, buf.nbytes)
+            block_rows = max(1, min(classes, block_bytes // max(1, features * dtype.itemsize)))
+            block = np.empty((block_rows, features), dtype)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         z = buf[:r1 - r0]
@@ -136,7 +139,7 @@ def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLi
     weight, ignore_index, reduction, label_smoothing, temperature, z_loss, softcap
         As in :func:`fastsoftmax.cross_entropy`.
     chunk_size : int, optional
-        Rows of x per chunk; by default as many as fit ``CHUNK_BYTES`` (16 MiB) of logits.
+        Rows of x per chunk; by default as many as fit ``CHUNK_BYTES`` (64 MiB) of logits.
 
     Returns
     -------
@@ -160,7 +163,7 @@ def linear_cross_entropy_with_grad(
     ``dx = g @ W``, ``dW = sum over chunks of g.T @ x``, ``db = sum of g over rows``;
     ``dlinear_bias`` is None without a bias. For reduction="none" the gradients are those of the
     sum of the per-row losses. Extra memory: dW (C x H), one chunk of logits (two with a
-    softcap), O(rows + C) and a 4 MiB block for adding into dW.
+    softcap), O(rows + C) and a block of at most 4 MiB (and one chunk) for adding into dW.
     """
     return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                 label_smoothing, temperature, z_loss, softcap, chunk_size, True)
