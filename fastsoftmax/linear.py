@@ -106,7 +106,8 @@ def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias:
                 np.matmul(z.T, xc, out=dw)
             else:
                 _add_weight_grad(dw, z, xc, block)
-            db += np.sum(z, axis=0, dtype=np.float64)
+            if b is not None:
+                db += np.sum(z, axis=0, dtype=np.float64)
 
     if reduction == "none":
         loss = losses.astype(dtype).reshape(batch)
