@@ -58,6 +58,8 @@ def fused_rows(z: np.ndarray, target: np.ndarray, is_index: bool, weight: np.nda
             np.multiply(factor, factor, out=factor)
             np.multiply(factor, z.dtype.type(softcap), out=factor)
         np.divide(src, factor, out=grad)
+        if mask is not None:  # left-out classes: gradient 0 even where z is NaN
+            np.copyto(grad, 0, where=~mask)
     return total
 
 

@@ -168,6 +168,7 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
     n = u.shape[0]
     kept = np.ones((n, classes), dtype=bool) if mask is None else mask
     u = np.where(kept, u, -np.inf)
+    du_dz = np.where(kept, du_dz, 0.0)  # left-out classes: gradient 0, whatever their logit
     n_kept = np.maximum(kept.sum(axis=1, keepdims=True), 1)  # smoothing over the kept classes
     if is_index:
         keep = t != ignore_index

@@ -311,6 +311,23 @@ def test_cross_entropy_z_loss_softcap_match_torch(torch, extra, index, reduction
                  atol=1e-15)
 
 
+@pytest.mark.parametrize("index", [True, False])
+def test_softcap_with_where(index) -> None:
+    """Left-out classes get gradient 0 with a softcap too, even where their logit is NaN or inf."""
+    z = np.random.default_rng(14).standard_normal((4, 6)) * 5
+    z[0, 1], z[1, 2], z[2, 3] = np.nan, np.inf, -np.inf
+    mask = np.isfinite(z)
+    _, _, _, t = make_problem((4,), 6, 6, index=index, seed=15)
+    if index:
+        t = np.array([0, 1, 2, 3])
+    kw = dict(softcap=3.0, z_loss=0.01, where=mask, reduction="sum")
+    loss, grad = fs.cross_entropy_with_grad(z, t, **kw)
+    expected = ref.cross_entropy_with_grad(z, t, **kw)
+    assert_close(loss, expected[0], rtol=1e-12)
+    assert_close(grad, expected[1], rtol=1e-12, atol=1e-15)
+    assert np.all(grad[~mask] == 0)
+
+
 # --------------------------------------------------------------------------- finite differences
 
 
