@@ -9,10 +9,10 @@ Each chunk of rows does, in one reused (rows, C) buffer:
    "mean" denominator (computed first from the targets and class weights);
 3. ``dx_chunk = g @ W``, ``dW += g.T @ x_chunk``, ``db += sum(g, axis=0)``.
 
-Per-row losses and the bias gradient accumulate in float64. Chunking changes only the order in
-which the BLAS sums the rows of ``dW``: results agree across chunk sizes to float rounding, at
-most ``2 N u sum_i |g_ic| |x_ih|`` apart for dW (u the unit roundoff, N the rows), the usual
-bound for a sum of N products in any order.
+Per-row losses and the bias gradient accumulate in float64. Chunking changes the order in which
+``dW`` sums over the N rows: two chunk sizes give dW at most ``2 N u sum_i |g_ic| |x_ih|`` apart
+(u the unit roundoff), the bound for a sum of N products in any order. The logits and dx are
+row-wise, but the BLAS may round them differently (a few ulps) for another number of rows.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from numpy.typing import ArrayLike
 from . import _validate as v
 from .losses import fused_rows
 
-# Default memory budget of the chunk's logits. Measured at N x H x C = 2048 x 256 x 16000
-# (float32, 2 threads, min of 3, machine shared): 8 MB 2.2 s, 16 MB 1.4 s, 32 MB 1.09 s,
-# 64 MB 1.02 s per forward + backward (unfused 0.99 s). Fewer, taller matmuls win: OpenBLAS
-# is slow on short ones (dx = g @ W has K = C), worse on a loaded machine.
+# Default memory budget of the chunk's logits (both buffers with a softcap). Measured at
+# N x H x C = 2048 x 256 x 16000 (float32, 2 threads, min of 3, machine shared): 8 MB 2.2 s,
+# 16 MB 1.4 s, 32 MB 1.09 s, 64 MB 1.02 s per forward + backward (unfused 0.99 s). Fewer,
+# taller matmuls win: NumPy's OpenBLAS is slow on short ones (dx = g @ W has K = C), more so
+# on a loaded machine. Smaller chunks trade time for memory (``chunk_size=``).
 CHUNK_BYTES = 64 * 2**20
 # Budget of the scratch block through which later chunks add into dW (at most one chunk's size).
 _DW_BLOCK_BYTES = 4 * 2**20
