@@ -1,7 +1,7 @@
 """Softmax cross-entropy with PyTorch's ``F.cross_entropy`` semantics, class axis last.
 
-For one row with logits z, u = z / T (``c * tanh(z / c) / T`` with a softcap c), L = logsumexp(u), log p = u - L, class weights w and
-label smoothing eps over C classes:
+For one row with logits z, u = z / T (``c * tanh(z / c) / T`` with a softcap c),
+L = logsumexp(u), log p = u - L, class weights w and label smoothing eps over C classes:
 
 - class-index target y: ``loss = (1 - eps) w_y (-log p_y) + eps / C * sum_c w_c (-log p_c)``;
   rows whose target is ``ignore_index`` give 0; "mean" divides by ``sum(w[y])`` over the other rows.
