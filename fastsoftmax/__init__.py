@@ -14,7 +14,9 @@ from .binary import (
     sigmoid,
 )
 from .derivatives import log_softmax_vjp, softmax_jacobian, softmax_jvp, softmax_vjp
+from .linear import linear_cross_entropy, linear_cross_entropy_with_grad
 from .losses import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
+from .selective import selective_log_softmax, selective_log_softmax_vjp
 from .softmax import log_softmax, logsumexp, softmax
 
 __all__ = [
@@ -25,9 +27,13 @@ __all__ = [
     "softmax_jvp",
     "softmax_vjp",
     "log_softmax_vjp",
+    "selective_log_softmax",
+    "selective_log_softmax_vjp",
     "cross_entropy",
     "cross_entropy_backward",
     "cross_entropy_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "sigmoid",
     "log_sigmoid",
     "binary_cross_entropy_with_logits",

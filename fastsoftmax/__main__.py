@@ -6,7 +6,9 @@ bench
     Time every op of the grid (ops x shapes x dtypes, see ``fastsoftmax._bench``) against the NumPy
     reference, scipy.special and PyTorch CPU (when installed) and against np.copyto's memory
     bandwidth; print one table per op. ``--quick`` (default, about a minute on 2 cores) or
-    ``--full``; ``--json FILE`` for machines, ``--plot FILE.png`` for people.
+    ``--full``; ``--json FILE`` for machines, ``--plot FILE.png`` for people. ``--lm-head`` adds
+    fused linear + cross-entropy at language-model head shapes N x H x V (time and peak memory of
+    each implementation in a fresh process, see ``fastsoftmax._bench_linear``).
 info
     Print the package's runtime information (``fastsoftmax.info()``) when this version has it.
 """
@@ -14,6 +16,7 @@ info
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -52,6 +55,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _lm_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"an LM-head shape is NxHxV with each >= 1, e.g. 2048x256x16000; got {text!r}")
+    n, h, v = (int(p) for p in parts)
+    return n, h, v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import _bench as b
 
@@ -87,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", default=None, help="write all raw results as JSON")
     bench.add_argument("--plot", metavar="FILE.png", default=None,
                        help="draw the speedups (needs matplotlib: pip install fastsoftmax[plot])")
+    bench.add_argument("--lm-head", action="store_true",
+                       help="also benchmark linear_cross_entropy (forward + backward) against the "
+                            "unfused NumPy path and torch's reference and chunked paths, time and "
+                            "peak memory, at 2048x256x16000 (--full: also 8192x512x32000)")
+    bench.add_argument("--lm-shapes", type=_csv(_lm_shape), default=None,
+                       help="comma-separated NxHxV shapes for --lm-head")
     bench.add_argument("--repeats", type=_positive_int, default=None, help=argparse.SUPPRESS)
     bench.set_defaults(func=_bench_command)
 
@@ -125,9 +142,22 @@ def _bench_command(args: argparse.Namespace) -> int:
     finally:
         progress.done()
     print(b.format_tables(results), flush=True)
+    lm_results = []
+    if args.lm_head or args.lm_shapes:
+        from . import _bench_linear as bl
+
+        shapes = args.lm_shapes or (bl.LM_SHAPES if args.mode == "full" else bl.QUICK_LM_SHAPES)
+        lm_results = bl.run(shapes, repeats=args.repeats or (3 if args.mode == "full" else 1),
+                            threads=numba.get_num_threads(),
+                            progress=lambda label: print(label, file=sys.stderr, flush=True))
+        print(flush=True)
+        print(bl.format_table(lm_results), flush=True)
     if args.json is not None:
+        text = b.to_json(env, results)
+        if lm_results:
+            text = json.dumps(dict(json.loads(text), lm_head=lm_results), indent=1)
         with open(args.json, "w", encoding="utf-8") as f:
-            f.write(b.to_json(env, results))
+            f.write(text)
             f.write("\n")
         print(f"\nwrote {args.json}")
     if args.plot is not None:

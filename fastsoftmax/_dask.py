@@ -348,7 +348,8 @@ def _ce_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, g: Any, inv: Any,
     try:
         loss, grad = _ce_run(_widened(z, reduction), t, w, options["ignore_index"],
                              "none" if reduction == "none" else "sum", options["label_smoothing"],
-                             options["temperature"], g, want_grad, None, mask)
+                             options["temperature"], options["z_loss"], options["softcap"], g,
+                             want_grad, None, mask)
     except ValueError as exc:
         raise _global_message(exc, _block_start(block_info, dims)) from None
     grad = _rounded(grad, z)
@@ -379,7 +380,7 @@ def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
 
 
 def _ce_checks(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: str,
-               label_smoothing: Any, temperature: Any, grad_output: Any,
+               label_smoothing: Any, temperature: Any, z_loss: Any, softcap: Any, grad_output: Any,
                where: Any) -> tuple[bool, Any, np.dtype]:
     """The NumPy checks of a cross-entropy call that the graph can make before any block is
     read; returns (class-index target?, grad_output as a float or array, result dtype)."""
@@ -400,20 +401,20 @@ def _ce_checks(logits: Any, target: Any, weight: Any, ignore_index: Any, reducti
     probe_w = weight if not isinstance(weight, da.Array) else _probe(weight, (0,))
     probe_m = None if where is None else np.ones(_probe(where, (np.ndim(where) - 1,)).shape, bool)
     _, probe = _ce_run(_probe(z, (z.ndim - 1,)), _probe(t, () if index else (t.ndim - 1,)),
-                       probe_w, ignore_index, reduction, label_smoothing, temperature,
-                       g if isinstance(g, float) else _probe(g), True, None, probe_m)
+                       probe_w, ignore_index, reduction, label_smoothing, temperature, z_loss,
+                       softcap, g if isinstance(g, float) else _probe(g), True, None, probe_m)
     if index and not isinstance(target, da.Array):  # NumPy labels: checked whole now, as NumPy
         v.check_target(t, z.shape, ignore_index, probe.dtype)
     return index, g, probe.dtype
 
 
 def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
-              label_smoothing: Any, temperature: Any, grad_output: Any, out: Any, where: Any,
-              want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+              label_smoothing: Any, temperature: Any, z_loss: Any, softcap: Any, grad_output: Any,
+              out: Any, where: Any, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
     """The lazy cross-entropy: (loss or None, gradient or None)."""
     reduction = v.check_reduction(reduction)
     index, g, dtype = _ce_checks(logits, target, weight, ignore_index, reduction,
-                                 label_smoothing, temperature, grad_output, where)
+                                 label_smoothing, temperature, z_loss, softcap, grad_output, where)
     if want_grad:
         _no_out(out)
     x = _main(logits, np.ndim(logits) - 1)
@@ -450,7 +451,8 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
 
     kwargs = dict(index=index, options=dict(ignore_index=ignore_index,
                                             label_smoothing=label_smoothing,
-                                            temperature=temperature),
+                                            temperature=temperature, z_loss=z_loss,
+                                            softcap=softcap),
                   reduction=reduction, want_loss=want_loss, want_grad=want_grad)
     args = (x, t_arr, w_arr, m_arr, g_arr, inv_arr)
     reduced = reduction != "none"
@@ -476,28 +478,30 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
 
 def cross_entropy(logits: Any, target: Any, *, weight: Any = None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
-                  where: Any = None) -> da.Array:
+                  z_loss: float = 0.0, softcap: Any = None, where: Any = None) -> da.Array:
     """Lazy :func:`fastsoftmax.cross_entropy` (a 0-d dask array for "mean"/"sum")."""
     return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
-                     temperature, 1.0, None, where, True, False)[0]
+                     temperature, z_loss, softcap, 1.0, None, where, True, False)[0]
 
 
 def cross_entropy_backward(logits: Any, target: Any, *, weight: Any = None,
                            ignore_index: int = -100, reduction: str = "mean",
                            label_smoothing: float = 0.0, temperature: float = 1.0,
-                           grad_output: Any = 1.0, out: Any = None, where: Any = None) -> da.Array:
+                           z_loss: float = 0.0, softcap: Any = None, grad_output: Any = 1.0,
+                           out: Any = None, where: Any = None) -> da.Array:
     """Lazy :func:`fastsoftmax.cross_entropy_backward`."""
     return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
-                     temperature, grad_output, out, where, False, True)[1]
+                     temperature, z_loss, softcap, grad_output, out, where, False, True)[1]
 
 
 def cross_entropy_with_grad(logits: Any, target: Any, *, weight: Any = None,
                             ignore_index: int = -100, reduction: str = "mean",
                             label_smoothing: float = 0.0, temperature: float = 1.0,
-                            out: Any = None, where: Any = None) -> tuple[da.Array, da.Array]:
+                            z_loss: float = 0.0, softcap: Any = None, out: Any = None,
+                            where: Any = None) -> tuple[da.Array, da.Array]:
     """Lazy :func:`fastsoftmax.cross_entropy_with_grad`: (loss, gradient), one pass per block."""
     return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
-                     temperature, 1.0, out, where, True, True)
+                     temperature, z_loss, softcap, 1.0, out, where, True, True)
 
 
 # --------------------------------------------------------------------------- binary family

@@ -257,6 +257,14 @@ def _calls(dtype: np.dtype, rows: int, classes: int) -> list[tuple[str, tuple, d
         ("cross_entropy_backward", (x, soft), {}),
         ("cross_entropy_with_grad", (x, labels), {}),
         ("cross_entropy_with_grad", (x, soft), {}),
+        ("cross_entropy_with_grad", (x, labels), dict(z_loss=1e-4, softcap=30.0)),
+        ("selective_log_softmax", (x, labels), {}),
+        ("selective_log_softmax_vjp", (x, labels, labels.astype(dtype)), {}),
+        ("linear_cross_entropy", (x, np.eye(classes, dtype=dtype), labels), {}),
+        ("linear_cross_entropy_with_grad", (x, np.eye(classes, dtype=dtype), labels),
+         dict(ce_kw, z_loss=1e-4)),
+        ("linear_cross_entropy_with_grad", (x, np.eye(classes, dtype=dtype), soft),
+         dict(softcap=30.0)),
     ]
     # masked variants (where=): the label's class always kept
     mask = rng.random((rows, classes)) < 0.7

@@ -340,6 +340,95 @@ def cross_entropy_args(logits: Any, target: Any, weight: Any, ignore_index: Any,
     return CrossEntropyArgs(z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask)
 
 
+def check_z_loss(z_loss: Any) -> float:
+    """The z-loss coefficient: a finite real >= 0."""
+    if type(z_loss) is float and 0.0 <= z_loss < math.inf:  # the common case, kept cheap
+        return z_loss
+    if isinstance(z_loss, (bool, np.bool_)) or not isinstance(z_loss, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"z_loss must be a real number, got {z_loss!r}")
+    value = float(z_loss)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0, got {z_loss!r}")
+    return value
+
+
+def check_softcap(softcap: Any, scale: Any, dtype: np.dtype) -> tuple[float | None, Any]:
+    """(softcap, the kernel's scale): None and ``scale`` without a cap; for a finite cap c > 0,
+    c and c * scale as a scalar of ``dtype`` (the kernel then runs on tanh(z / c))."""
+    if softcap is None:
+        return None, scale
+    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"softcap must be None or a real number, got {softcap!r}")
+    cap = float(softcap)
+    if not (math.isfinite(cap) and cap > 0.0):
+        raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
+    capped_scale = dtype.type(cap * float(scale))
+    if not (np.isfinite(capped_scale) and capped_scale > 0):
+        raise ValueError(f"softcap / temperature = {cap * float(scale)!r} is not a finite positive {dtype}")
+    return cap, capped_scale
+
+
+def check_chunk_size(chunk_size: Any) -> int | None:
+    """Rows per chunk: None (chosen from the memory budget) or an integer >= 1."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (numbers.Integral, np.integer)):
+        raise TypeError(f"chunk_size must be None or an integer, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def check_linear(x: Any, linear_weight: Any,
+                 linear_bias: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """x (..., H), linear_weight (C, H) and linear_bias (C,) or None, in their common compute dtype."""
+    names = ("x", "linear_weight", "linear_bias")
+    arrays = [a for a in (x, linear_weight, linear_bias) if a is not None]
+    for a, name in zip((x, linear_weight), names):
+        if a is None:
+            raise TypeError(f"{name} must be an array, not None")
+    dtype = common_dtype(*arrays, names=names[:len(arrays)])
+    x = as_float_array(x, "x", dtype)
+    w = as_float_array(linear_weight, "linear_weight", dtype)
+    if x.ndim == 0:
+        raise ValueError("x must have at least 1 dimension (the features, last)")
+    if w.ndim != 2 or w.shape[1] != x.shape[-1]:
+        raise ValueError(f"linear_weight has shape {w.shape}; expected (C, {x.shape[-1]}): "
+                         "(classes, x.shape[-1]) as in torch.nn.Linear")
+    check_classes(w.shape, 0)
+    b = None
+    if linear_bias is not None:
+        b = as_float_array(linear_bias, "linear_bias", dtype)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"linear_bias has shape {b.shape}; expected ({w.shape[0]},), one per class")
+    return x, w, b
+
+
+def check_class_index(index: Any, logits_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Selected classes: integers of shape ``batch`` or ``batch + (K,)``, each in [0, C).
+
+    Returns the indices as a contiguous int64 (rows, K) array and the result's shape.
+    """
+    if index is None:
+        raise TypeError("index must be an array, not None")
+    idx = np.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"index has dtype {idx.dtype}; expected integer class indices")
+    batch, classes = logits_shape[:-1], logits_shape[-1]
+    if idx.shape == batch:
+        k = 1
+    elif idx.shape[:-1] == batch and idx.ndim == len(batch) + 1:
+        k = idx.shape[-1]
+    else:
+        raise ValueError(f"index has shape {idx.shape}; expected {batch} or {batch} + (K,) "
+                         "(logits.shape[:-1], optionally with a last axis of classes)")
+    if idx.size and not (idx.min() >= 0 and idx.max() < classes):
+        bad = tuple(int(i) for i in np.argwhere((idx < 0) | (idx >= classes))[0])
+        raise ValueError(f"index value {idx[bad]} at {bad} is out of range [0, {classes})")
+    rows = kernel_input(np.ascontiguousarray(idx, dtype=np.int64).reshape(-1, k))
+    return rows, idx.shape
+
+
 class _WritableAlias:
     """A writable array interface over a read-only array's memory that keeps the array alive."""
 

@@ -1,15 +1,18 @@
 """Softmax cross-entropy with PyTorch's ``F.cross_entropy`` semantics, class axis last.
 
-For one row with logits z, u = z / T, L = logsumexp(u), log p = u - L, class weights w and
-label smoothing eps over C classes:
+For one row with logits z, u = z / T (``c * tanh(z / c) / T`` with a softcap c),
+L = logsumexp(u), log p = u - L, class weights w and label smoothing eps over C classes:
 
 - class-index target y: ``loss = (1 - eps) w_y (-log p_y) + eps / C * sum_c w_c (-log p_c)``;
   rows whose target is ``ignore_index`` give 0; "mean" divides by ``sum(w[y])`` over the other rows.
 - probability target t: ``loss = -sum_c w_c ((1 - eps) t_c + eps / C) log p_c``; "mean" divides
   by the number of rows.
 
-The gradient is ``softmax(u) * sum(q) - q`` (per row, q the weights of the -log p terms above),
-times grad_output / T and the "mean" denominator; for one-hot t without weights: ``softmax - t``.
+A z-loss zl adds ``zl * L**2`` to each row's loss (not ignored rows only).
+
+The gradient with respect to u is ``softmax(u) * (sum(q) + 2 zl L) - q`` (per row, q the weights
+of the -log p terms above), times grad_output / T and the "mean" denominator, and times
+``1 - tanh(z / c)**2`` with a softcap; for one-hot t without weights: ``softmax - t``.
 """
 
 from __future__ import annotations
@@ -26,33 +29,65 @@ from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
+def fused_rows(z: np.ndarray, target: np.ndarray, is_index: bool, weight: np.ndarray,
+               ignore_index: int, eps: float, z_loss: float, softcap: float | None, scale: Any,
+               coef: np.ndarray, mean: bool, losses: np.ndarray, grad: np.ndarray | None,
+               scratch: np.ndarray | None, mask: np.ndarray | None) -> float:
+    """Run the fused kernel on C-contiguous (rows, C) logits ``z``; return the reduced loss.
+
+    Per-row losses land in ``losses``; with ``grad`` (may be ``z``) the gradient, scaled by the
+    per-row ``coef`` (and by the kernel's own "mean" denominator when ``mean``). With a softcap c
+    the kernel runs on t = tanh(z / c) (held in ``scratch``, shaped like ``z``) with ``scale``
+    the checked c / T, so that u = c tanh(z / c) / T; the chain factor dt/dz = 1 / (c cosh^2(z / c))
+    is then taken from z itself, exact where 1 - t^2 would cancel. The tanh stays out of the kernel:
+    NumPy's is vectorized while numba's is a scalar libm call, and the factor needs z after the
+    kernel has overwritten its input with the gradient.
+    """
+    want_grad = grad is not None
+    src = z
+    if softcap is not None:
+        src = np.tanh(np.divide(z, z.dtype.type(softcap), out=scratch), out=scratch)
+    dest = (src if softcap is not None else grad) if want_grad else np.empty((1, z.shape[1]), z.dtype)
+    if is_index:
+        total = launch(index_target_rows, z.size, src, target, weight, ignore_index, eps, z_loss,
+                       scale, coef, mean, losses, dest, want_grad, mask)
+    else:
+        total = launch(prob_target_rows, z.size, src, target, weight, eps, z_loss, scale, coef, mean,
+                       losses, dest, want_grad, mask)
+    if softcap is not None and want_grad:
+        with np.errstate(over="ignore"):  # cosh -> inf: factor 0
+            factor = np.cosh(np.divide(z, z.dtype.type(softcap), out=grad), out=grad)
+            np.multiply(factor, factor, out=factor)
+            np.multiply(factor, z.dtype.type(softcap), out=factor)
+        np.divide(src, factor, out=grad)
+        if mask is not None:  # left-out classes: gradient 0 even where z is NaN
+            np.copyto(grad, 0, where=~mask)
+    return total
+
+
 def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_index: int,
-         reduction: str, label_smoothing: float, temperature: float, grad_output: Any,
-         want_grad: bool, out: np.ndarray | None, where: ArrayLike | None):
+         reduction: str, label_smoothing: float, temperature: float, z_loss: float,
+         softcap: float | None, grad_output: Any, want_grad: bool, out: np.ndarray | None,
+         where: ArrayLike | None):
     """Validate, run the fused kernel once; return (loss, gradient or None)."""
     z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask = v.cross_entropy_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
         grad_output, where)
     dtype = v.result_dtype(logits, z)
+    z_loss = v.check_z_loss(z_loss)
+    softcap, scale = v.check_softcap(softcap, scale, z.dtype)
     if want_grad:
         v.check_out(out, z.shape, dtype)
-    classes = z.shape[-1]
     batch = z.shape[:-1]
     rows = v.to_rows(z, z.ndim - 1)
-    n = rows.shape[0]
     read_late = () if is_index else (t,)  # the gradient pass reads the target after the exp pass
     # a float16 gradient is rounded from a float32 buffer, never written into `out` directly
     direct = out if dtype == z.dtype else None
     dest = v.RowsOut(direct, z.shape, z.dtype, z.ndim - 1, (rows,), read_late) if want_grad else None
-    grad_rows = dest.rows if want_grad else np.empty((1, classes), z.dtype)
-    losses = np.empty(n, dtype=np.float64)
-    mean = reduction == "mean"
-    if is_index:
-        total = launch(index_target_rows, rows.size, rows, t, w, ignore_index, eps, scale, gout,
-                       mean, losses, grad_rows, want_grad, mask)
-    else:
-        total = launch(prob_target_rows, rows.size, rows, t, w, eps, scale, gout, mean, losses,
-                       grad_rows, want_grad, mask)
+    losses = np.empty(rows.shape[0], dtype=np.float64)
+    scratch = None if softcap is None else np.empty_like(rows)
+    total = fused_rows(rows, t, is_index, w, ignore_index, eps, z_loss, softcap, scale, gout,
+                       reduction == "mean", losses, dest.rows if want_grad else None, scratch, mask)
     if reduction == "none":
         loss = v.deliver(losses.reshape(batch), dtype, None)
     else:
@@ -62,7 +97,8 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                   ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                  temperature: float = 1.0, where: ArrayLike | None = None) -> np.floating | np.ndarray:
+                  temperature: float = 1.0, z_loss: float = 0.0, softcap: float | None = None,
+                  where: ArrayLike | None = None) -> np.floating | np.ndarray:
     """Softmax cross-entropy of ``logits / temperature`` against ``target`` (PyTorch semantics).
 
     Parameters
@@ -82,6 +118,12 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
         eps in [0, 1]: the target mixes with the uniform distribution, ``(1 - eps) t + eps / C``.
     temperature : float
         T > 0.
+    z_loss : float
+        zl >= 0: PaLM's auxiliary loss ``zl * L**2``, L = logsumexp(u), added to every row that is
+        not ignored (not weighted by ``weight``; "mean" divides it by the same denominator).
+    softcap : float, optional
+        c > 0: Gemma 2's logit soft-capping, ``u = c * tanh(logits / c) / T`` in place of
+        ``logits / T`` (a -inf logit becomes -c: use ``where`` to leave classes out).
     where : array_like of bool, optional
         Broadcastable to ``logits``: classes where it is False are left out of a row's softmax
         (probability 0, zero gradient); label smoothing spreads eps over the kept classes only.
@@ -103,24 +145,25 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
     if "dask" in sys.modules and dask_in(logits, target, weight, where):
         return dask_call("cross_entropy", logits, target, weight=weight, ignore_index=ignore_index,
                          reduction=reduction, label_smoothing=label_smoothing,
-                         temperature=temperature, where=where)
+                         temperature=temperature, z_loss=z_loss, softcap=softcap, where=where)
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                1.0, False, None, where)[0]
+                z_loss, softcap, 1.0, False, None, where)[0]
 
 
 def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                            ignore_index: int = -100, reduction: str = "mean",
                            label_smoothing: float = 0.0, temperature: float = 1.0,
+                           z_loss: float = 0.0, softcap: float | None = None,
                            grad_output: ArrayLike = 1.0, out: np.ndarray | None = None,
                            where: ArrayLike | None = None) -> np.ndarray:
     """Gradient of :func:`cross_entropy` with respect to ``logits``, times ``grad_output``.
 
-    ``grad = grad_output * (softmax(logits / T) * sum(q) - q) / T / denominator`` per row (see the
-    module doc); 0 on ignored rows.
+    ``grad = grad_output * (softmax(u) * (sum(q) + 2 zl L) - q) / T / denominator`` per row (see the
+    module doc), times ``1 - tanh(logits / c)**2`` with a softcap; 0 on ignored rows.
 
     Parameters
     ----------
-    logits, target, weight, ignore_index, reduction, label_smoothing, temperature, where
+    logits, target, weight, ignore_index, reduction, label_smoothing, temperature, z_loss, softcap, where
         As in :func:`cross_entropy`.
     grad_output : float or array_like
         Upstream gradient: a scalar for "mean"/"sum"; a scalar or an array of shape ``batch``
@@ -132,14 +175,16 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: Arra
         return dask_call("cross_entropy_backward", logits, target, weight=weight,
                          ignore_index=ignore_index, reduction=reduction,
                          label_smoothing=label_smoothing, temperature=temperature,
-                         grad_output=grad_output, out=out, where=where)
+                         z_loss=z_loss, softcap=softcap, grad_output=grad_output, out=out,
+                         where=where)
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                grad_output, True, out, where)[1]
+                z_loss, softcap, grad_output, True, out, where)[1]
 
 
 def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                             ignore_index: int = -100, reduction: str = "mean",
                             label_smoothing: float = 0.0, temperature: float = 1.0,
+                            z_loss: float = 0.0, softcap: float | None = None,
                             out: np.ndarray | None = None,
                             where: ArrayLike | None = None) -> tuple[Any, np.ndarray]:
     """Loss and its gradient in one fused pass over each row: ``(cross_entropy(...), d loss/d logits)``.
@@ -150,7 +195,7 @@ def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight: Arr
     if "dask" in sys.modules and dask_in(logits, target, weight, where):
         return dask_call("cross_entropy_with_grad", logits, target, weight=weight,
                          ignore_index=ignore_index, reduction=reduction,
-                         label_smoothing=label_smoothing, temperature=temperature, out=out,
-                         where=where)
+                         label_smoothing=label_smoothing, temperature=temperature,
+                         z_loss=z_loss, softcap=softcap, out=out, where=where)
     return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                1.0, True, out, where)
+                z_loss, softcap, 1.0, True, out, where)

@@ -162,16 +162,25 @@ def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, 
 
 
 def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-              grad_output, where):
+              z_loss, softcap, grad_output, where):
     """Per-row target shares of the -log p terms (q = share * weight), the class weights, the
-    mean denominator, u = z / T and the upstream grads."""
-    z, t, is_index, w, eps, ignore_index, reduction, _, gout, mask = v.cross_entropy_args(
+    mean denominator, u, du/dz and the upstream grads."""
+    z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask = v.cross_entropy_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
         grad_output, where)
+    v.check_z_loss(z_loss)
+    v.check_softcap(softcap, scale, z.dtype)
     inv_t = v.inverse_temperature(temperature)
     classes = z.shape[-1]
     w = w.astype(np.float64)
-    u = z.reshape(-1, classes).astype(np.float64) * inv_t
+    z64 = z.reshape(-1, classes).astype(np.float64)
+    if softcap is None:
+        u = z64 * inv_t
+        du_dz = np.full_like(z64, inv_t)
+    else:  # u = c tanh(z / c) / T, du/dz = sech^2(z / c) / T
+        u = softcap * np.tanh(z64 / softcap) * inv_t
+        with np.errstate(over="ignore"):
+            du_dz = inv_t / np.cosh(z64 / softcap) ** 2
     n = u.shape[0]
     kept = np.ones((n, classes), dtype=bool) if mask is None else mask
     u = np.where(kept, u, -np.inf)
@@ -183,27 +192,33 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
         share = (1 - eps) * onehot + live[:, None] * kept * (eps / n_kept)
         denom = np.sum(w[t[live]])
     else:
-        live = np.ones(n, dtype=bool)
+        live = kept.any(axis=1)  # a row masked entirely has no loss (and no z-loss)
         share = kept * ((1 - eps) * t.astype(np.float64) + eps / n_kept)
         denom = np.float64(n)
-    return z, u, share, w, denom, gout, inv_t, reduction, live, kept
+    return z, u, du_dz, share, w, denom, gout, reduction, live, kept
 
 
 def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                  grad_output, where):
-    z, u, share, w, denom, gout, inv_t, reduction, live, kept = _ce_terms(
-        logits, target, weight, ignore_index, reduction, label_smoothing, temperature, grad_output,
-        where)
+                  z_loss, softcap, grad_output, where):
+    z, u, du_dz, share, w, denom, gout, reduction, live, kept = _ce_terms(
+        logits, target, weight, ignore_index, reduction, label_smoothing, temperature, z_loss,
+        softcap, grad_output, where)
     p = _safe_softmax(u, -1)
     logp = _log_softmax(u, -1)  # not log(p): p underflows to 0 where log p is still finite
+    m, log1p_d = _shift_and_log1p(u, -1)
+    lse = (m + log1p_d)[:, 0]
     q = share * w
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # a term counts 0 where share or weight is 0 (also at log p = -inf); w * -log p first, as
         # share * w may underflow to 0 for a subnormal weight where w * inf is still inf
         wl = np.where(w != 0, w * -logp, 0.0)
         rows = np.sum(np.where(share != 0, share * wl, 0.0), axis=-1)
+        q_total = q.sum(-1)
+        if z_loss:  # z_loss * lse^2 on the rows that count, d/du = 2 z_loss lse p
+            rows = rows + np.where(live, z_loss * lse**2, 0.0)
+            q_total = q_total + np.where(live, 2.0 * z_loss * lse, 0.0)
         scale = (1.0 / denom if denom != 0 else np.nan) if reduction == "mean" else 1.0  # 0/0
-        grad = (p * q.sum(-1, keepdims=True) - q) * (gout * scale * inv_t)[:, None]
+        grad = (p * q_total[:, None] - q) * du_dz * (gout * scale)[:, None]
         grad = np.where(live[:, None] & kept, grad, 0.0)  # ignored rows, left-out classes: 0
         nan_rows = np.isnan(u).any(-1) & live  # ignored rows stay 0 whatever they hold
         grad = np.where(nan_rows[:, None], np.nan, grad)
@@ -219,20 +234,22 @@ def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothi
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
-                  where=None):
-    """Reference: ``sum_c -q_c log_softmax(z / T)_c`` per row, reduced like PyTorch."""
+                  z_loss: float = 0.0, softcap=None, where=None):
+    """Reference: ``sum_c -q_c log_softmax(u)_c + zl logsumexp(u)^2`` per row, u = z / T (or
+    ``c tanh(z / c) / T``), reduced like PyTorch."""
     loss, _, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                               temperature, 1.0, where)
+                               temperature, z_loss, softcap, 1.0, where)
     return _result(loss, v.result_dtype(logits, z))
 
 
 def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
                            ignore_index: int = -100, reduction: str = "mean",
                            label_smoothing: float = 0.0, temperature: float = 1.0,
-                           grad_output: Any = 1.0, out=None, where=None) -> np.ndarray:
-    """Reference: ``(softmax(z / T) * sum(q) - q) * grad_output / T / denominator``."""
+                           z_loss: float = 0.0, softcap=None, grad_output: Any = 1.0, out=None,
+                           where=None) -> np.ndarray:
+    """Reference: ``(softmax(u) * (sum(q) + 2 zl L) - q) * du/dz * grad_output / denominator``."""
     _, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                               temperature, grad_output, where)
+                               temperature, z_loss, softcap, grad_output, where)
     dtype = v.result_dtype(logits, z)
     v.check_out(out, z.shape, dtype)
     return _finish(grad, out, dtype)
@@ -240,14 +257,81 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
 
 def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
                             ignore_index: int = -100, reduction: str = "mean",
-                            label_smoothing: float = 0.0, temperature: float = 1.0, out=None,
-                            where=None):
+                            label_smoothing: float = 0.0, temperature: float = 1.0,
+                            z_loss: float = 0.0, softcap=None, out=None, where=None):
     """Reference: ``(cross_entropy(...), cross_entropy_backward(...))``."""
     loss, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                                  temperature, 1.0, where)
+                                  temperature, z_loss, softcap, 1.0, where)
     dtype = v.result_dtype(logits, z)
     v.check_out(out, z.shape, dtype)
     return _result(loss, dtype), _finish(grad, out, dtype)
+
+
+def _linear_loss_grads(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+                       label_smoothing, temperature, z_loss, softcap, chunk_size):
+    """The full logits ``x @ W.T + b``, the cross-entropy twin on them, the chain rule."""
+    x, w, b = v.check_linear(x, linear_weight, linear_bias)
+    v.check_chunk_size(chunk_size)
+    logits = x @ w.T if b is None else x @ w.T + b
+    loss, g, _ = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
+                               temperature, z_loss, softcap, 1.0, None)
+    g2 = g.reshape(-1, w.shape[0])
+    x2 = x.reshape(-1, w.shape[1])
+    dx = (g2 @ w).reshape(x.shape)
+    return loss, dx, g2.T @ x2, None if b is None else g2.sum(axis=0)
+
+
+def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias=None, weight=None, ignore_index: int = -100,
+                         reduction: str = "mean", label_smoothing: float = 0.0,
+                         temperature: float = 1.0, z_loss: float = 0.0, softcap=None,
+                         chunk_size=None):
+    """Reference: ``cross_entropy(x @ linear_weight.T + linear_bias, target, ...)``, logits in full."""
+    return _linear_loss_grads(x, linear_weight, target, linear_bias, weight, ignore_index,
+                              reduction, label_smoothing, temperature, z_loss, softcap,
+                              chunk_size)[0]
+
+
+def linear_cross_entropy_with_grad(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                                   linear_bias=None, weight=None, ignore_index: int = -100,
+                                   reduction: str = "mean", label_smoothing: float = 0.0,
+                                   temperature: float = 1.0, z_loss: float = 0.0, softcap=None,
+                                   chunk_size=None):
+    """Reference: loss and ``(g @ W, g.T @ x, sum(g))`` with g = cross_entropy_backward(logits)."""
+    return _linear_loss_grads(x, linear_weight, target, linear_bias, weight, ignore_index,
+                              reduction, label_smoothing, temperature, z_loss, softcap, chunk_size)
+
+
+def _selected(logits, index, temperature):
+    """(log_softmax(z / T) as (rows, C), (rows, K) indices, the result's shape, z)."""
+    z = v.as_float_array(logits, "logits")
+    if z.ndim == 0:
+        raise ValueError("logits must have at least 1 dimension (the class axis, last)")
+    v.check_classes(z.shape, z.ndim - 1)
+    v.inverse_temperature(temperature)
+    idx, shape = v.check_class_index(index, z.shape)
+    return log_softmax(z, temperature=temperature).reshape(-1, z.shape[-1]), idx, shape, z
+
+
+def selective_log_softmax(logits: ArrayLike, index: ArrayLike, *, temperature: float = 1.0):
+    """Reference: the full ``log_softmax(logits / T)``, then ``take_along_axis`` at ``index``."""
+    logp, idx, shape, _ = _selected(logits, index, temperature)
+    return np.take_along_axis(logp, idx, axis=1).reshape(shape)
+
+
+def selective_log_softmax_vjp(logits: ArrayLike, index: ArrayLike, cotangent: ArrayLike, *,
+                              temperature: float = 1.0, out=None) -> np.ndarray:
+    """Reference: the cotangent scattered (added) into a full (rows, C) array, then
+    :func:`log_softmax_vjp` (``g^T (I - 1 p^T) / T``)."""
+    logp, idx, shape, z = _selected(logits, index, temperature)
+    g = v.as_float_array(cotangent, "cotangent")
+    if g.shape != shape:
+        raise ValueError(f"cotangent has shape {g.shape}; it must match index's shape {shape}")
+    v.check_out(out, z.shape, z.dtype)
+    full = np.zeros(logp.shape, dtype=np.float64)
+    np.add.at(full, (np.arange(idx.shape[0])[:, None], idx), g.reshape(idx.shape))
+    res = log_softmax_vjp(logp, full.astype(z.dtype), temperature=temperature)
+    return _finish(res.reshape(z.shape), out, z.dtype)
 
 
 # --------------------------------------------------------------------------- the binary case

@@ -301,6 +301,15 @@ BAD_OPTIONS = {
     "ignore_index_float": ({"ignore_index": 1.5}, TypeError, "ignore_index"),
     "ignore_index_None": ({"ignore_index": None}, TypeError, "ignore_index"),
     "ignore_index_str": ({"ignore_index": "-100"}, TypeError, "ignore_index"),
+    "z_loss_negative": ({"z_loss": -0.1}, ValueError, "z_loss"),
+    "z_loss_inf": ({"z_loss": float("inf")}, ValueError, "z_loss"),
+    "z_loss_None": ({"z_loss": None}, TypeError, "z_loss"),
+    "softcap_0": ({"softcap": 0.0}, ValueError, "softcap"),
+    "softcap_negative": ({"softcap": -30.0}, ValueError, "softcap"),
+    "softcap_nan": ({"softcap": float("nan")}, ValueError, "softcap"),
+    "softcap_str": ({"softcap": "30"}, TypeError, "softcap"),
+    "softcap_over_temperature_overflows": ({"softcap": 1e300, "temperature": 1e-300}, ValueError,
+                                           "softcap / temperature"),
 }
 for fn in LOSSES:
     for name, (factory, exc, match) in BAD_TARGETS.items():

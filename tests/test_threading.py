@@ -89,6 +89,12 @@ def make_cases(rows, classes, dtypes=("float32", "float64"), seed=0):
             ("cross_entropy_backward", (x, labels), dict(label_smoothing=0.05)),
             ("cross_entropy_with_grad", (x, labels), dict(weight=w)),
             ("cross_entropy_with_grad", (x, soft), {}),
+            ("cross_entropy_with_grad", (x, labels), dict(z_loss=1e-3, softcap=5.0)),
+            ("selective_log_softmax", (x, np.abs(labels)[:, None] % classes), dict(temperature=1.5)),
+            ("selective_log_softmax_vjp", (x, np.abs(labels) % classes, v[:, 0]), {}),
+            ("linear_cross_entropy", (x, np.eye(classes, dtype=dt)[::-1], labels), dict(chunk_size=3)),
+            ("linear_cross_entropy_with_grad", (x, np.eye(classes, dtype=dt), soft),
+             dict(softcap=5.0, linear_bias=v[0])),
             # only if present in this version: masked forms, the binary family
             ("softmax", (x,), dict(where=mask)),
             ("cross_entropy_with_grad", (x, labels), dict(where=mask)),

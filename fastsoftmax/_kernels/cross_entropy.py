@@ -13,6 +13,10 @@ weights w, smoothing eps over C classes:
 With M = max(u), L - u_c = log1p(rest) + (M - u_c), rest = sum_c exp(u_c - M) - 1: the loss of a
 well-classified row is log1p(rest) (e.g. 4.25e-18 for logits [0, -40]), not 0 from log(1 + rest).
 
+A z-loss ``zl`` (PaLM's auxiliary loss) adds zl L^2 to the loss of every row that is not ignored
+and 2 zl L p_j to dloss/du_j, i.e. A becomes A + 2 zl L in the gradient (unweighted by the class
+weights; rows without a finite maximum get loss +inf from it).
+
 dloss/dz = s * coef * dloss/du, where coef is grad_output (per row for reduction "none") divided
 by the "mean" denominator. An optional boolean ``mask`` (rows, classes) leaves classes out of a
 row: p = 0 there, smoothing spreads eps over the kept classes only, the gradient there is 0.
@@ -85,15 +89,17 @@ def _weighted_gap(weight, z, m, mask):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_loss(rest, m, zy, gap, a, b, A, s):
-    """A row's class-index loss from ``rest`` = (sum of its exps taken at the row max ``m``) - 1,
-    ``zy`` = z_y and ``gap`` = sum_c w_c (m - z_c): ``A log1p(rest) + s (a (m - z_y) + b gap)``."""
+def _index_loss(rest, m, zy, gap, a, b, A, s, zl):
+    """A row's class-index loss and its logsumexp L = s m + log1p(rest), from ``rest`` = (sum of
+    its exps taken at the row max ``m``) - 1, ``zy`` = z_y and ``gap`` = sum_c w_c (m - z_c):
+    ``A log1p(rest) + s (a (m - z_y) + b gap) + zl L^2``."""
+    lse = s * np.float64(m) + np.log1p(rest)
     own = a * (np.float64(m) - zy) if a != 0.0 else 0.0  # 0, not NaN, at z_y = -inf
-    return A * np.log1p(rest) + s * (own + b * gap)
+    return A * np.log1p(rest) + s * (own + b * gap) + zl * lse * lse, lse
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
+def _index_row(z, y, weight, wsum, eps, zl, s, coef, grad, want_grad, mask):
     """Loss of one row with class index y; writes the gradient into ``grad`` if asked.
 
     Classes where ``mask`` is False (mask None keeps all) take no part: p = 0, no smoothing
@@ -115,9 +121,9 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
         else:
             rest = row_exp_sum(z, m, s, mask)
         if rest == rest:
-            loss = _index_loss(rest, m, zy, gap, a, b, A, s)
+            loss, lse = _index_loss(rest, m, zy, gap, a, b, A, s, zl)
             if want_grad:
-                c1 = T(coef * s * A / (1.0 + rest))
+                c1 = T(coef * s * (A + 2.0 * zl * lse) / (1.0 + rest))
                 if b != 0.0:
                     c2 = T(coef * s * b)
                     zero = T(0.0)
@@ -142,6 +148,7 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
     # a row with +inf or only -inf logits: the limits of p and -log p, term by term
     k = row_count_posinf(z, mask)
     loss = a * _limit_probs(z, y, k, mask)[1] if a != 0.0 else 0.0
+    loss += np.inf if zl != 0.0 else 0.0  # L = +inf or -inf
     if b != 0.0:
         for c in range(C):
             if weight[c] != 0.0 and (mask is None or mask[c]):
@@ -157,7 +164,7 @@ def _index_row(z, y, weight, wsum, eps, s, coef, grad, want_grad, mask):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, s, gout, inv_denom,
+def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, zl, s, gout, inv_denom,
                       loss, grad, want_grad):
     """Rows r0..r1 of an array of short rows (C < SHORT_ROW, no mask): the exps of all the rows
     in one vectorized loop into scratch (as ``softmax.short_rows``), then each row's loss and
@@ -179,14 +186,14 @@ def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, s, gou
         coef = gout[i] * inv_denom
         ok, rest = short_row_total(e, m, i - r0)
         if not ok:  # NaN, +inf or only -inf: the general row code
-            loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
+            loss[i] = _index_row(z[i], y, weight, wsum, eps, zl, s, coef, g, want_grad, None)
             continue
         a = (1.0 - eps) * weight[y]
         A = a + b * wsum
         gap = _weighted_gap(weight, z[i], m[i - r0], None) if b != 0.0 else 0.0
-        loss[i] = _index_loss(rest, m[i - r0], np.float64(z[i, y]), gap, a, b, A, s)
+        loss[i], lse = _index_loss(rest, m[i - r0], np.float64(z[i, y]), gap, a, b, A, s, zl)
         if want_grad:
-            c1 = T(coef * s * A / (1.0 + rest))
+            c1 = T(coef * s * (A + 2.0 * zl * lse) / (1.0 + rest))
             c2 = T(coef * s * b)
             off = (i - r0) * C
             for j in range(C):
@@ -194,7 +201,7 @@ def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, s, gou
             g[y] -= T(coef * s * a)
 
 
-def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want_grad, mask):
+def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, want_grad, mask):
     n, C = z.shape
     wsum = row_sum(weight)
     inv_denom = np.float64(1.0)
@@ -208,7 +215,7 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want
         R = max(1, CHUNK // C)
         for c in prange((n + R - 1) // R):
             _index_short_rows(z, c * R, min(n, c * R + R), target, weight, wsum, ignore_index, eps,
-                              s, gout, inv_denom, loss, grad, want_grad)
+                              zl, s, gout, inv_denom, loss, grad, want_grad)
     else:
         for i in prange(n):
             y = target[i]
@@ -220,9 +227,9 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want
             coef = gout[i] * inv_denom
             g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
             if mask is None:
-                loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, None)
+                loss[i] = _index_row(z[i], y, weight, wsum, eps, zl, s, coef, g, want_grad, None)
             else:
-                loss[i] = _index_row(z[i], y, weight, wsum, eps, s, coef, g, want_grad, mask[i])
+                loss[i] = _index_row(z[i], y, weight, wsum, eps, zl, s, coef, g, want_grad, mask[i])
     total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
@@ -232,7 +239,7 @@ def _index(z, target, weight, ignore_index, eps, s, gout, mean, loss, grad, want
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
+def _prob_row(z, t, weight, eps, zl, s, coef, grad, want_grad, mask):
     """Loss of one row with probability target t; writes the gradient into ``grad`` if asked.
 
     Classes where ``mask`` is False take no part (their target mass is dropped); a fully masked
@@ -267,9 +274,10 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
         else:
             rest = row_exp_sum(z, m, s, mask)
         if rest == rest:
-            loss = A * np.log1p(rest) + s * B
+            lse = s * mf + np.log1p(rest)
+            loss = A * np.log1p(rest) + s * B + zl * lse * lse
             if want_grad:
-                c1 = T(coef * s * A / (1.0 + rest))
+                c1 = T(coef * s * (A + 2.0 * zl * lse) / (1.0 + rest))
                 c2 = coef * s
                 zero = T(0.0)
                 for j in range(C):
@@ -283,7 +291,7 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
             grad[:] = np.nan
         return np.nan
     k = row_count_posinf(z, mask)
-    loss = np.float64(0.0)
+    loss = np.inf if zl != 0.0 else np.float64(0.0)  # L = +inf or -inf
     for c in range(C):
         w = np.float64(weight[c])
         share = keep * t[c] + add
@@ -297,16 +305,16 @@ def _prob_row(z, t, weight, eps, s, coef, grad, want_grad, mask):
     return loss
 
 
-def _prob(z, target, weight, eps, s, gout, mean, loss, grad, want_grad, mask):
+def _prob(z, target, weight, eps, zl, s, gout, mean, loss, grad, want_grad, mask):
     n = z.shape[0]
     inv_denom = (1.0 / n if n else np.nan) if mean else 1.0
     for i in prange(n):
         g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
         coef = gout[i] * inv_denom
         if mask is None:
-            loss[i] = _prob_row(z[i], target[i], weight, eps, s, coef, g, want_grad, None)
+            loss[i] = _prob_row(z[i], target[i], weight, eps, zl, s, coef, g, want_grad, None)
         else:
-            loss[i] = _prob_row(z[i], target[i], weight, eps, s, coef, g, want_grad, mask[i])
+            loss[i] = _prob_row(z[i], target[i], weight, eps, zl, s, coef, g, want_grad, mask[i])
     total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
