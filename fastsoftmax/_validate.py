@@ -379,17 +379,21 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     return int(chunk_size)
 
 
-def check_linear(x: Any, linear_weight: Any,
-                 linear_bias: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """x (..., H), linear_weight (C, H) and linear_bias (C,) or None, in their common compute dtype."""
+def check_linear(x: Any, linear_weight: Any, linear_bias: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype]:
+    """x (..., H), linear_weight (C, H) and linear_bias (C,) or None, in their common compute
+    dtype, and the result dtype: the promoted result dtype of the inputs, as for the two-input
+    products (float16 when all are float16, computed in float32; else the compute dtype)."""
     names = ("x", "linear_weight", "linear_bias")
     arrays = [a for a in (x, linear_weight, linear_bias) if a is not None]
     for a, name in zip((x, linear_weight), names):
         if a is None:
             raise TypeError(f"{name} must be an array, not None")
     dtype = common_dtype(*arrays, names=names[:len(arrays)])
+    x_in, w_in = x, linear_weight
     x = as_float_array(x, "x", dtype)
     w = as_float_array(linear_weight, "linear_weight", dtype)
+    res_dtype = np.result_type(result_dtype(x_in, x), result_dtype(w_in, w))
     if x.ndim == 0:
         raise ValueError("x must have at least 1 dimension (the features, last)")
     if w.ndim != 2 or w.shape[1] != x.shape[-1]:
@@ -401,7 +405,8 @@ def check_linear(x: Any, linear_weight: Any,
         b = as_float_array(linear_bias, "linear_bias", dtype)
         if b.shape != (w.shape[0],):
             raise ValueError(f"linear_bias has shape {b.shape}; expected ({w.shape[0]},), one per class")
-    return x, w, b
+        res_dtype = np.result_type(res_dtype, result_dtype(linear_bias, b))
+    return x, w, b, res_dtype
 
 
 def check_class_index(index: Any, logits_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -4,15 +4,20 @@
 ``cross_entropy(x @ W.T + b, target, ...)`` (x: (..., H), W: (C, H) as in ``torch.nn.Linear``).
 Each chunk of rows does, in one reused (rows, C) buffer:
 
-1. ``z = x_chunk @ W.T (+ b)``: one BLAS matmul (NumPy's), in the inputs' dtype;
+1. ``z = x_chunk @ W.T (+ b)``: one BLAS matmul (NumPy's), in the inputs' common compute dtype
+   (float32 for float16 inputs);
 2. the fused cross-entropy row kernel, writing dloss/dz over z, already scaled by the global
    "mean" denominator (computed first from the targets and class weights);
 3. ``dx_chunk = g @ W``, ``dW += g.T @ x_chunk``, ``db += sum(g, axis=0)``.
 
-Per-row losses and the bias gradient accumulate in float64. Chunking changes the order in which
-``dW`` sums over the N rows: two chunk sizes give dW at most ``2 N u sum_i |g_ic| |x_ih|`` apart
-(u the unit roundoff), the bound for a sum of N products in any order. The logits and dx are
-row-wise, but the BLAS may round them differently (a few ulps) for another number of rows.
+Per-row losses and the bias gradient accumulate in float64. Results have the promoted dtype
+of x, W and b: float16 when all of them are float16 (computed in float32, each result rounded
+once at the end), else their compute dtype (float32 with float64: float64).
+
+Chunking changes the order in which ``dW`` sums over the N rows: two chunk sizes give dW at most
+``2 N u sum_i |g_ic| |x_ih|`` apart (u the unit roundoff), the bound for a sum of N products in
+any order. The logits and dx are row-wise, but the BLAS may round them differently (a few ulps)
+for another number of rows.
 """
 
 from __future__ import annotations
@@ -55,9 +60,9 @@ def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias:
          temperature: float, z_loss: float, softcap: float | None, chunk_size: int | None,
          want_grad: bool):
     """Validate, then loop over the chunks; return (loss, dx, dW, db) (gradients None unless asked)."""
-    x, w_lin, b = v.check_linear(x, linear_weight, linear_bias)
+    x, w_lin, b, res_dtype = v.check_linear(x, linear_weight, linear_bias)
     chunk_size = v.check_chunk_size(chunk_size)
-    dtype = x.dtype
+    dtype = x.dtype  # the compute dtype (float32 for float16 inputs, whose results are rounded)
     classes, features = w_lin.shape
     batch = x.shape[:-1]
     reduction = v.check_reduction(reduction)
@@ -111,13 +116,14 @@ def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias:
                 db += np.sum(z, axis=0, dtype=np.float64)
 
     if reduction == "none":
-        loss = losses.astype(dtype).reshape(batch)
+        loss = v.deliver(losses.reshape(batch), res_dtype, None)  # 0-d (1-D x): a scalar
     else:
         total = np.sum(losses)
-        loss = dtype.type(total * inv_denom if reduction == "mean" else total)
+        loss = res_dtype.type(total * inv_denom if reduction == "mean" else total)
     if not want_grad:
         return loss, None, None, None
-    return loss, dx.reshape(x.shape), dw, None if b is None else db.astype(dtype)
+    return (loss, v.deliver(dx.reshape(x.shape), res_dtype, None), v.deliver(dw, res_dtype, None),
+            None if b is None else db.astype(res_dtype))
 
 
 def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
@@ -145,9 +151,12 @@ def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLi
 
     Returns
     -------
-    scalar of the common dtype of x, linear_weight and linear_bias, or an array of shape
-    ``batch`` for reduction="none" (the per-token negative log-probabilities when nothing else
-    is set).
+    NumPy scalar of the result dtype, or an array of shape ``batch`` for reduction="none" (the
+    per-token negative log-probabilities when nothing else is set; a scalar for 1-D x). The
+    result dtype is the promoted dtype of x, linear_weight and linear_bias, as for two inputs in
+    :func:`fastsoftmax.softmax_jvp`: float16 when all of them are float16 (computed in float32
+    and rounded once, as PyTorch returns float16), else their common compute dtype (float16 with
+    float32: float32; integers: float64). Class weights and probability targets do not change it.
     """
     return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                 label_smoothing, temperature, z_loss, softcap, chunk_size, False)[0]
@@ -164,8 +173,12 @@ def linear_cross_entropy_with_grad(
     With g = d loss / d logits (see :func:`fastsoftmax.cross_entropy_backward`), per chunk:
     ``dx = g @ W``, ``dW = sum over chunks of g.T @ x``, ``db = sum of g over rows``;
     ``dlinear_bias`` is None without a bias. For reduction="none" the gradients are those of the
-    sum of the per-row losses. Extra memory: dW (C x H), one chunk of logits (two with a
-    softcap), O(rows + C) and a block of at most 4 MiB (and one chunk) for adding into dW.
+    sum of the per-row losses. All results have the result dtype of :func:`linear_cross_entropy`
+    (float16 for float16 x, linear_weight and linear_bias: computed in float32, rounded once).
+
+    Extra memory: dW (C x H), one chunk of logits (two with a softcap), O(rows + C) and a block
+    of at most 4 MiB (and one chunk) for adding into dW; for float16 inputs also their float32
+    copies, and dx and dW in float32 before rounding.
     """
     return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                 label_smoothing, temperature, z_loss, softcap, chunk_size, True)

@@ -199,7 +199,9 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
 
 
 def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                  z_loss, softcap, grad_output, where):
+                  z_loss, softcap, grad_output, where, loss_dtype=None):
+    """(loss rounded from float64 to ``loss_dtype`` (default: the logits' compute dtype), the
+    gradient in the compute dtype, the logits in it)."""
     z, u, du_dz, share, w, denom, gout, reduction, live, kept = _ce_terms(
         logits, target, weight, ignore_index, reduction, label_smoothing, temperature, z_loss,
         softcap, grad_output, where)
@@ -223,12 +225,13 @@ def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothi
         nan_rows = np.isnan(u).any(-1) & live  # ignored rows stay 0 whatever they hold
         grad = np.where(nan_rows[:, None], np.nan, grad)
         rows = np.where(nan_rows, np.nan, np.where(live, rows, 0.0))
+        ldt = z.dtype if loss_dtype is None else loss_dtype
         if reduction == "none":
-            loss = rows.astype(z.dtype).reshape(z.shape[:-1])
+            loss = rows.astype(ldt).reshape(z.shape[:-1])
         elif reduction == "sum":
-            loss = z.dtype.type(np.sum(rows))
+            loss = ldt.type(np.sum(rows))
         else:
-            loss = z.dtype.type(np.sum(rows) / denom) if denom != 0 else z.dtype.type(np.nan)
+            loss = ldt.type(np.sum(rows) / denom) if denom != 0 else ldt.type(np.nan)
     return loss, grad.astype(z.dtype).reshape(z.shape), z
 
 
@@ -269,16 +272,19 @@ def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None
 
 def _linear_loss_grads(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                        label_smoothing, temperature, z_loss, softcap, chunk_size):
-    """The full logits ``x @ W.T + b``, the cross-entropy twin on them, the chain rule."""
-    x, w, b = v.check_linear(x, linear_weight, linear_bias)
+    """The full logits ``x @ W.T + b`` in the compute dtype, the cross-entropy twin on them (loss
+    in float64 rounded once to the result dtype), the chain rule in the compute dtype; every
+    result rounded once to the result dtype (float16 for float16 x, W and b)."""
+    x, w, b, dtype = v.check_linear(x, linear_weight, linear_bias)
     v.check_chunk_size(chunk_size)
     logits = x @ w.T if b is None else x @ w.T + b
     loss, g, _ = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                               temperature, z_loss, softcap, 1.0, None)
+                               temperature, z_loss, softcap, 1.0, None, loss_dtype=dtype)
     g2 = g.reshape(-1, w.shape[0])
     x2 = x.reshape(-1, w.shape[1])
     dx = (g2 @ w).reshape(x.shape)
-    return loss, dx, g2.T @ x2, None if b is None else g2.sum(axis=0)
+    return (_result(loss, dtype), _result(dx, dtype), _result(g2.T @ x2, dtype),
+            None if b is None else _result(g2.sum(axis=0), dtype))
 
 
 def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
@@ -303,35 +309,39 @@ def linear_cross_entropy_with_grad(x: ArrayLike, linear_weight: ArrayLike, targe
 
 
 def _selected(logits, index, temperature):
-    """(log_softmax(z / T) as (rows, C), (rows, K) indices, the result's shape, z)."""
+    """(log_softmax(z / T) as (rows, C) in the compute dtype, (rows, K) indices, the result's
+    shape, z in the compute dtype, the result dtype)."""
     z = v.as_float_array(logits, "logits")
     if z.ndim == 0:
         raise ValueError("logits must have at least 1 dimension (the class axis, last)")
+    dtype = v.result_dtype(logits, z)
     v.check_classes(z.shape, z.ndim - 1)
     v.inverse_temperature(temperature)
     idx, shape = v.check_class_index(index, z.shape)
-    return log_softmax(z, temperature=temperature).reshape(-1, z.shape[-1]), idx, shape, z
+    logp = log_softmax(z, temperature=temperature).reshape(-1, z.shape[-1])
+    return logp, idx, shape, z, dtype
 
 
 def selective_log_softmax(logits: ArrayLike, index: ArrayLike, *, temperature: float = 1.0):
-    """Reference: the full ``log_softmax(logits / T)``, then ``take_along_axis`` at ``index``."""
-    logp, idx, shape, _ = _selected(logits, index, temperature)
-    return np.take_along_axis(logp, idx, axis=1).reshape(shape)
+    """Reference: the full ``log_softmax(logits / T)``, then ``take_along_axis`` at ``index``
+    (rounded to the result dtype; a 0-d result is a NumPy scalar)."""
+    logp, idx, shape, _, dtype = _selected(logits, index, temperature)
+    return _result(np.take_along_axis(logp, idx, axis=1).reshape(shape), dtype)
 
 
 def selective_log_softmax_vjp(logits: ArrayLike, index: ArrayLike, cotangent: ArrayLike, *,
                               temperature: float = 1.0, out=None) -> np.ndarray:
     """Reference: the cotangent scattered (added) into a full (rows, C) array, then
     :func:`log_softmax_vjp` (``g^T (I - 1 p^T) / T``)."""
-    logp, idx, shape, z = _selected(logits, index, temperature)
+    logp, idx, shape, z, dtype = _selected(logits, index, temperature)
     g = v.as_float_array(cotangent, "cotangent")
     if g.shape != shape:
         raise ValueError(f"cotangent has shape {g.shape}; it must match index's shape {shape}")
-    v.check_out(out, z.shape, z.dtype)
+    v.check_out(out, z.shape, dtype)
     full = np.zeros(logp.shape, dtype=np.float64)
     np.add.at(full, (np.arange(idx.shape[0])[:, None], idx), g.reshape(idx.shape))
     res = log_softmax_vjp(logp, full.astype(z.dtype), temperature=temperature)
-    return _finish(res.reshape(z.shape), out, z.dtype)
+    return _finish(res.reshape(z.shape), out, dtype)
 
 
 # --------------------------------------------------------------------------- the binary case

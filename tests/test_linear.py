@@ -127,14 +127,86 @@ def test_dtype_promotion_and_layouts() -> None:
     ro = x.copy()
     ro.flags.writeable = False
     assert_results_close(fs.linear_cross_entropy_with_grad(ro, w, t, **kw), expected, 1e-13, "ro")
-    # float32 with float64 computes in float64; float16 in float32; integers in float64
+    # float32 with float64 computes in float64; float16 in float32 (float16 results when every
+    # input is float16, else the promoted dtype); integers in float64
     mixed = fs.linear_cross_entropy_with_grad(x.astype(np.float32), w, t, **kw)
     assert {np.asarray(r).dtype for r in mixed} == {np.dtype(np.float64)}
     half = fs.linear_cross_entropy_with_grad(x.astype(np.float16), w.astype(np.float16), t)
-    assert {np.asarray(r).dtype for r in half[:3]} == {np.dtype(np.float32)}
+    assert {np.asarray(r).dtype for r in half[:3]} == {np.dtype(np.float16)}
     ints = fs.linear_cross_entropy(np.ones((2, 3), dtype=np.int64), np.ones((4, 3), np.int8),
                                    np.array([0, 3]))
     assert ints.dtype == np.float64 and ints == pytest.approx(np.log(4))
+
+
+HALF = np.dtype(np.float16)
+
+
+@pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("index", [True, False])
+def test_float16_in_float16_out(mod, reduction, index) -> None:
+    """float16 x, linear_weight and linear_bias: loss, dx, dW and db are float16, computed in
+    float32 and rounded once. dx and dW are exactly the float32 computation's rounded; the loss
+    and db (accumulated in float64 by the kernel path) within 1 float16 ulp of it (float64 ->
+    float16 in one rounding vs through float32)."""
+    o = dict(reduction=reduction, weight=True, label_smoothing=0.1, index=index, bias=True,
+             ignore="default")
+    (x, w, t), kw = call_args(o, (37,), 8, 50, seed=16, dtype=np.float16, chunk_size=16,
+                              z_loss=1e-3, softcap=6.0)
+    kw["weight"] = kw["weight"].astype(np.float16)  # class weights do not set the result dtype
+    res = mod.linear_cross_entropy_with_grad(x, w, t, **kw)
+    assert [np.asarray(r).dtype for r in res] == [HALF] * 4
+    loss = mod.linear_cross_entropy(x, w, t, **kw)
+    if reduction == "none":
+        assert isinstance(loss, np.ndarray) and loss.shape == (37,)
+    else:
+        assert type(loss) is np.float16 and type(res[0]) is np.float16
+    np.testing.assert_array_equal(loss, res[0], strict=True)
+    kw32 = dict(kw, linear_bias=kw["linear_bias"].astype(np.float32))
+    want = mod.linear_cross_entropy_with_grad(x.astype(np.float32), w.astype(np.float32), t, **kw32)
+    np.testing.assert_array_equal(res[1], want[1].astype(HALF), strict=True)
+    np.testing.assert_array_equal(res[2], want[2].astype(HALF), strict=True)
+    for name, i in (("loss", 0), ("db", 3)):
+        np.testing.assert_array_max_ulp(np.asarray(res[i]), np.asarray(want[i]).astype(HALF),
+                                        maxulp=1)
+
+
+def test_float16_fast_matches_reference() -> None:
+    o = dict(reduction="mean", weight=False, label_smoothing=0.0, index=True, bias=True,
+             ignore="default")
+    args, kw = call_args(o, (64,), 16, 200, seed=17, dtype=np.float16, chunk_size=24)
+    got = fs.linear_cross_entropy_with_grad(*args, **kw)
+    assert_results_close(got, ref.linear_cross_entropy_with_grad(*args, **kw), 4e-3, "float16")
+
+
+@pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
+def test_result_dtype_is_promoted_over_x_weight_and_bias(mod) -> None:
+    """float16 results only when x, linear_weight and linear_bias are all float16; one float32
+    (or float64, or integer) input among them gives the promoted compute dtype, as for the
+    two-input JVP/VJPs."""
+    x, w, b, t = make_problem((5,), 3, 4, index=True, seed=18, dtype=np.float16)
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    for xa, wa, ba, want in ((x, w, b, HALF), (x, w, None, HALF),
+                             (x, w, b.astype(np.float32), f32), (x.astype(np.float32), w, b, f32),
+                             (x, w.astype(np.float32), None, f32), (x, w, b.astype(f64), f64),
+                             (x, w.astype(np.int8), None, f64)):
+        res = mod.linear_cross_entropy_with_grad(xa, wa, t, linear_bias=ba)
+        assert type(res[0]) is want.type
+        assert [r.dtype for r in res[1:] if r is not None] == [want] * (2 if ba is None else 3)
+
+
+@pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_zero_d_result_is_a_scalar(mod, dtype) -> None:
+    """1-D x with reduction="none": the loss is 0-d, a NumPy scalar of the result dtype."""
+    x, w, b, _ = make_problem((), 3, 4, index=True, seed=19, dtype=dtype)
+    def loss_of_with_grad(*a, **k):
+        return mod.linear_cross_entropy_with_grad(*a, **k)[0]
+
+    for fn in (mod.linear_cross_entropy, loss_of_with_grad):
+        loss = fn(x, w, np.array(2), linear_bias=b, reduction="none")
+        assert type(loss) is np.dtype(dtype).type
+        assert type(fn(x, w, np.array(2), linear_bias=b)) is np.dtype(dtype).type
 
 
 def test_inputs_untouched() -> None:
@@ -274,6 +346,30 @@ def test_matches_torch_linear_cross_entropy(torch, reduction, options) -> None:
                                             reduction=reduction, chunk_size=8)
     assert_results_close(got, (loss.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(),
                                bt.grad.numpy()), 1e-10, reduction)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_float16_matches_torch_linear_cross_entropy(torch, reduction) -> None:
+    """float16 x, W and b against torch's float16 F.linear_cross_entropy + backward on CPU: the
+    same result dtypes, values within float16 rounding (torch's CPU matmul accumulates
+    differently)."""
+    F = torch.nn.functional
+    x, w, b, t = make_problem((40,), 16, 30, index=True, seed=20, dtype=np.float16)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    loss = F.linear_cross_entropy(xt, wt, torch.tensor(t), linear_bias=bt, reduction=reduction)
+    loss.sum().backward()
+    got = fs.linear_cross_entropy_with_grad(x, w, t, linear_bias=b, reduction=reduction,
+                                            chunk_size=8)
+    want = (loss.detach(), xt.grad, wt.grad, bt.grad)
+    assert [str(e.dtype) for e in want] == ["torch.float16"] * 4
+    assert [np.asarray(r).dtype for r in got] == [HALF] * 4
+    for name, a, e in zip(("loss", "dx", "dW", "db"), got, want):
+        e = e.double().numpy()
+        scale = float(np.max(np.abs(e)))
+        np.testing.assert_allclose(np.asarray(a, np.float64), e, rtol=4e-3, atol=4e-3 * scale,
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize("extra", [{"z_loss": 0.1}, {"softcap": 1.5}, {"z_loss": 0.02, "softcap": 4.0,

@@ -104,6 +104,85 @@ def test_vjp_out_in_place() -> None:
     np.testing.assert_array_equal(z, expected)
 
 
+# --------------------------------------------------------------------------- dtypes, scalars
+
+FLOAT16_SHAPES = [((5, 9), None), ((5, 9), 3), ((2, 3, 40), 2), ((7,), None), ((7,), 4),
+                  ((0, 6), 2)]
+
+
+@pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
+@pytest.mark.parametrize("shape,k", FLOAT16_SHAPES)
+def test_float16_in_float16_out(mod, shape, k) -> None:
+    """float16 logits: computed in float32 and rounded once to float16, i.e. exactly the float32
+    computation rounded (the log-probs and the VJP), fast and reference alike."""
+    z, idx, g = make(shape, k, np.float16, seed=20 + len(shape))
+    z32 = z.astype(np.float32)
+    lp = mod.selective_log_softmax(z, idx, temperature=0.8)
+    assert np.asarray(lp).dtype == np.float16
+    want = np.asarray(mod.selective_log_softmax(z32, idx, temperature=0.8)).astype(np.float16)
+    np.testing.assert_array_equal(lp, want, strict=True)
+    vjp = mod.selective_log_softmax_vjp(z, idx, g, temperature=0.8)
+    assert vjp.dtype == np.float16 and vjp.shape == z.shape
+    want = mod.selective_log_softmax_vjp(z32, idx, g, temperature=0.8).astype(np.float16)
+    np.testing.assert_array_equal(vjp, want, strict=True)
+
+
+def test_float16_fast_matches_reference() -> None:
+    z, idx, g = make((33, 300), 5, np.float16, seed=21)
+    assert_close(fs.selective_log_softmax(z, idx), ref.selective_log_softmax(z, idx),
+                 rtol=2e-3, atol=2e-3)
+    assert_close(fs.selective_log_softmax_vjp(z, idx, g), ref.selective_log_softmax_vjp(z, idx, g),
+                 rtol=2e-3, atol=2e-3 * float(np.abs(g).sum()) / 30)
+
+
+@pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
+def test_vjp_float16_out(mod) -> None:
+    """float16 logits: ``out`` must be float16 (a float32 ``out`` raises); it may be the logits."""
+    z, idx, g = make((4, 30), 2, np.float16, seed=22)
+    want = mod.selective_log_softmax_vjp(z.astype(np.float32), idx, g).astype(np.float16)
+    out = np.full(z.shape, np.nan, np.float16)
+    assert mod.selective_log_softmax_vjp(z, idx, g, out=out) is out
+    np.testing.assert_array_equal(out, want, strict=True)
+    in_place = z.copy()
+    assert mod.selective_log_softmax_vjp(in_place, idx, g, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, want, strict=True)
+    with pytest.raises(ValueError, match="out has dtype"):
+        mod.selective_log_softmax_vjp(z, idx, g, out=np.empty(z.shape, np.float32))
+
+
+@pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])
+def test_zero_d_result_is_a_scalar(mod, dtype) -> None:
+    """1-D logits with one scalar index: a NumPy scalar of the result dtype (float16 for float16,
+    float64 for integers), not a 0-d array."""
+    z = np.arange(5).astype(dtype)
+    res = mod.selective_log_softmax(z, 3)
+    want_type = np.float64 if dtype == np.int32 else dtype
+    assert type(res) is want_type
+    np.testing.assert_allclose(float(res), 3 - np.log(np.exp(np.arange(5.0)).sum()),
+                               rtol=2e-3 if dtype == np.float16 else 1e-6)
+    res = mod.selective_log_softmax(z, np.array([3]))  # shape (1,): an array
+    assert isinstance(res, np.ndarray) and res.shape == (1,) and res.dtype == want_type
+
+
+def test_float16_matches_torch() -> None:
+    """float16 logits against torch's float16 log_softmax + gather and its autograd, on CPU."""
+    torch = pytest.importorskip("torch")
+    z, idx, g = make((6, 11), 3, np.float16, seed=23)
+    zt = torch.tensor(z, requires_grad=True)
+    lp = torch.gather(torch.log_softmax(zt / 1.7, -1), -1, torch.tensor(idx))
+    lp.backward(torch.tensor(g, dtype=torch.float16))
+    assert lp.dtype == torch.float16 and zt.grad.dtype == torch.float16
+    got = fs.selective_log_softmax(z, idx, temperature=1.7)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float64), lp.detach().double().numpy(), rtol=4e-3,
+                               atol=2e-3)
+    vjp = fs.selective_log_softmax_vjp(z, idx, g, temperature=1.7)
+    assert vjp.dtype == np.float16
+    np.testing.assert_allclose(vjp.astype(np.float64), zt.grad.double().numpy(), rtol=4e-3,
+                               atol=2e-3)
+
+
 def _valid():
     z, idx, g = make((3, 4), 2, np.float64, seed=5)
     return [z, idx, g]
