@@ -168,6 +168,13 @@ def _pip_install_unavailable() -> str | None:
 
     if importlib.util.find_spec("setuptools") is None:
         return "needs setuptools in the test environment (builds without network access)"
+    import importlib.metadata
+
+    setuptools_version = importlib.metadata.version("setuptools")
+    if tuple(int(p) for p in setuptools_version.split(".")[:1] if p.isdigit()) < (77,):
+        # pyproject.toml's build requirement (the SPDX license string); without build isolation
+        # the environment's own setuptools builds the package
+        return f"needs setuptools >= 77 in the test environment, found {setuptools_version}"
     proc = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True,
                           check=False)
     version = proc.stdout.split()[1] if proc.returncode == 0 else "0"
