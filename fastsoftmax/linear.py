@@ -17,12 +17,14 @@ row-wise, but the BLAS may round them differently (a few ulps) for another numbe
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
+from ._lazy import dask_call, dask_in
 from .losses import fused_rows
 
 # Default memory budget of the chunk's logits (both buffers with a softcap). Measured at
@@ -149,6 +151,12 @@ def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLi
     ``batch`` for reduction="none" (the per-token negative log-probabilities when nothing else
     is set).
     """
+    if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
+        return dask_call("linear_cross_entropy", x, linear_weight, target,
+                         linear_bias=linear_bias, weight=weight, ignore_index=ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing,
+                         temperature=temperature, z_loss=z_loss, softcap=softcap,
+                         chunk_size=chunk_size)
     return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                 label_smoothing, temperature, z_loss, softcap, chunk_size, False)[0]
 
@@ -167,5 +175,11 @@ def linear_cross_entropy_with_grad(
     sum of the per-row losses. Extra memory: dW (C x H), one chunk of logits (two with a
     softcap), O(rows + C) and a block of at most 4 MiB (and one chunk) for adding into dW.
     """
+    if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
+        return dask_call("linear_cross_entropy_with_grad", x, linear_weight, target,
+                         linear_bias=linear_bias, weight=weight, ignore_index=ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing,
+                         temperature=temperature, z_loss=z_loss, softcap=softcap,
+                         chunk_size=chunk_size)
     return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                 label_smoothing, temperature, z_loss, softcap, chunk_size, True)
