@@ -5,7 +5,10 @@ Reached from a public function's entry when one of its array arguments is a dask
 the public NumPy function on blocks whose class axis is whole (a split class axis is rechunked,
 with a ``PerformanceWarning``), so every row gives the bits the NumPy call gives. The binary
 family is elementwise and maps over any blocks. Other arguments (targets, weights, masks,
-tangents, grad_output) may be NumPy or dask arrays; they are chunked like the logits.
+tangents, grad_output, selected indices) may be NumPy or dask arrays; they are chunked like
+the logits. The fused linear cross-entropy splits x into blocks of whole rows the same way (its
+feature axis whole), passes the linear weight, bias and class weights whole to every block, and
+adds the blocks' weight gradients in block order.
 
 Reductions ("sum", "mean"): each block gives its partial loss sum (the NumPy function's "sum",
 in the logits' dtype) and, for class-index targets, its weighted count of rows; ``math.fsum``
@@ -32,6 +35,7 @@ import sys
 import warnings
 from typing import Any, Callable
 
+import dask
 import dask.array as da
 import numpy as np
 from dask.array.core import PerformanceWarning
@@ -44,7 +48,11 @@ from .binary import sigmoid as _sigmoid
 from .derivatives import log_softmax_vjp as _log_softmax_vjp
 from .derivatives import softmax_jacobian as _softmax_jacobian
 from .derivatives import softmax_jvp as _softmax_jvp
+from .linear import linear_cross_entropy as _linear_cross_entropy
+from .linear import linear_cross_entropy_with_grad as _linear_cross_entropy_with_grad
 from .losses import _run as _ce_run
+from .selective import selective_log_softmax as _selective_log_softmax
+from .selective import selective_log_softmax_vjp as _selective_log_softmax_vjp
 from .softmax import log_softmax as _log_softmax
 from .softmax import logsumexp as _logsumexp
 from .softmax import softmax as _softmax
@@ -105,12 +113,12 @@ def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return len(a) == len(b) and all(x == y or math.isnan(x) and math.isnan(y) for x, y in zip(a, b))
 
 
-def _whole_axis(x: da.Array, axis: int) -> da.Array:
-    """``x`` with the class axis in one chunk: a softmax needs whole rows."""
+def _whole_axis(x: da.Array, axis: int, what: str = "class axis") -> da.Array:
+    """``x`` with the class (or feature) axis in one chunk: a softmax needs whole rows."""
     if x.numblocks[axis] == 1:
         return x
     warnings.warn(
-        f"the class axis (axis {axis}) is split into {x.numblocks[axis]} chunks; rechunking it to "
+        f"the {what} (axis {axis}) is split into {x.numblocks[axis]} chunks; rechunking it to "
         "one chunk, since each row must be whole in one block (chunk along the other axes only "
         "to avoid this copy)", PerformanceWarning, stacklevel=_user_stacklevel())
     return x.rechunk({axis: -1})
@@ -502,6 +510,330 @@ def cross_entropy_with_grad(logits: Any, target: Any, *, weight: Any = None,
     """Lazy :func:`fastsoftmax.cross_entropy_with_grad`: (loss, gradient), one pass per block."""
     return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
                      temperature, z_loss, softcap, 1.0, out, where, True, True)
+
+
+# --------------------------------------------------------------------------- selective log-softmax
+
+
+_AT = re.compile(r" at \(([\d, ]*)\) is out of range")
+
+
+def _shifted(exc: ValueError, start: tuple[int, ...]) -> ValueError:
+    """A block's ``index value v at (i, k) is out of range`` counted in the whole array (the
+    axis of K selected classes is never split: its coordinate stays)."""
+    def shift(m: re.Match) -> str:
+        local = [int(i) for i in m.group(1).replace(" ", "").split(",") if i]
+        offsets = list(start) + [0] * (len(local) - len(start))
+        return f" at {tuple(i + s for i, s in zip(local, offsets))} is out of range"
+    return ValueError(_AT.sub(shift, str(exc)))
+
+
+def _selective_block(z: np.ndarray, idx: np.ndarray, g: Any, *, temperature: Any, vjp: bool,
+                     per_row: bool, block_info: dict | None = None) -> np.ndarray:
+    """One block of rows through the NumPy selective log-softmax or its VJP. Blocks are laid out
+    as logits ``(rows..., C, 1)`` and index and cotangent ``(rows..., 1, K)`` (``(rows..., 1, 1)``
+    for one class per row), so that C and K are separate axes."""
+    z = z[..., 0]
+    idx = idx[..., 0, 0] if per_row else idx[..., 0, :]
+    try:
+        if vjp:
+            g = g[..., 0, 0] if per_row else g[..., 0, :]
+            return _selective_log_softmax_vjp(z, idx, g, temperature=temperature)[..., None]
+        result = _selective_log_softmax(z, idx, temperature=temperature)
+    except ValueError as exc:
+        raise _shifted(exc, _block_start(block_info, z.ndim - 1)) from None
+    return result[..., None, None] if per_row else result[..., None, :]
+
+
+def _selective_graph(logits: Any, index: Any, cotangent: Any, temperature: Any, out: Any,
+                     vjp: bool) -> da.Array:
+    """The lazy selective log-softmax (``vjp`` False) or its VJP."""
+    z = _meta(logits)
+    i = None if index is None else _meta(index)
+    dims = z.ndim - 1
+    # the NumPy checks in the NumPy order: dtypes, dimensions, classes, temperature and the
+    # index dtype on one-row probes; then the shapes, the cotangent, NumPy index values
+    k_axis = i is not None and i.ndim == dims + 1
+    probe_z = _probe(logits, (dims,))
+    probe_i = None if i is None else np.zeros((1,) * max(dims, 0) + i.shape[dims:] * k_axis,
+                                              i.dtype)
+    dtype = _selective_log_softmax(probe_z, probe_i, temperature=temperature).dtype
+    if not (i.ndim in (dims, dims + 1) and _same(i.shape[:dims], z.shape[:dims])):
+        v.check_class_index(i, z.shape)  # raises the NumPy error
+    if vjp:
+        c = None if cotangent is None else _meta(cotangent)
+        v.as_float_array(None if c is None else _probe(cotangent), "cotangent")
+        if not _same(c.shape, i.shape):
+            raise ValueError(f"cotangent has shape {c.shape}; it must match index's shape "
+                             f"{i.shape}")
+        _no_out(out)
+    if not isinstance(index, da.Array):  # NumPy indices: checked whole now, as NumPy
+        v.check_class_index(index, z.shape)
+
+    x = _main(logits, dims)
+    rows_shape, row_chunks = x.shape[:-1], x.chunks[:-1]
+    k = i.shape[-1] if k_axis else 1
+
+    def layout(a: Any) -> da.Array:  # index or cotangent as (rows..., 1, K)
+        if not k_axis:
+            return _aligned(a, rows_shape, row_chunks)[..., None, None]
+        return _aligned(a, rows_shape + (k,), row_chunks + ((k,),))[..., None, :]
+
+    args = (x[..., None], layout(index), layout(cotangent) if vjp else None)
+    kwargs = dict(temperature=temperature, vjp=vjp, per_row=not k_axis, dtype=dtype,
+                  meta=np.empty((0,) * (dims + 2), dtype))
+    if vjp:
+        return da.map_blocks(_selective_block, *args, **kwargs,
+                             chunks=x.chunks + ((1,),))[..., 0]
+    lazy = da.map_blocks(_selective_block, *args, **kwargs, chunks=row_chunks + ((1,), (k,)))
+    return lazy[..., 0, :] if k_axis else lazy[..., 0, 0]
+
+
+def selective_log_softmax(logits: Any, index: Any, *, temperature: float = 1.0) -> da.Array:
+    """Lazy :func:`fastsoftmax.selective_log_softmax`, over blocks of whole rows (bit for bit)."""
+    return _selective_graph(logits, index, None, temperature, None, False)
+
+
+def selective_log_softmax_vjp(logits: Any, index: Any, cotangent: Any, *,
+                              temperature: float = 1.0, out: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.selective_log_softmax_vjp`, over blocks of whole rows (bit for
+    bit)."""
+    return _selective_graph(logits, index, cotangent, temperature, out, True)
+
+
+# --------------------------------------------------------------------------- linear cross-entropy
+
+
+def _linear_block(x: np.ndarray, t: np.ndarray, w_lin: np.ndarray, b: Any, w: Any, inv: Any, *,
+                  index: bool, options: dict, reduction: str, want_grad: bool,
+                  block_info: dict | None = None) -> Any:
+    """One block of rows through the NumPy linear cross-entropy with reduction "sum" (or
+    "none"): its loss (per row, or the partial sum) or the tuple (loss, dx, dW, db), the
+    gradients scaled by the global "mean" factor ``inv``. Blocks are laid out as x
+    ``(rows..., 1, H)``, target ``(rows..., 1, 1)`` or ``(rows..., C, 1)``, linear_weight
+    ``(1..., C, H)``, linear_bias and weight ``(1..., C, 1)``."""
+    dims = x.ndim - 2
+    x = x[..., 0, :]
+    t = t[..., 0, 0] if index else t[..., 0]
+    w_lin = w_lin.reshape(w_lin.shape[-2:])
+    b = None if b is None else b.reshape(-1)
+    w = None if w is None else w.reshape(-1)
+    kwargs = dict(linear_bias=b, weight=w, reduction="none" if reduction == "none" else "sum",
+                  **options)
+    try:
+        if not want_grad:
+            loss = _linear_cross_entropy(x, w_lin, t, **kwargs)
+        else:
+            loss, dx, dw, db = _linear_cross_entropy_with_grad(x, w_lin, t, **kwargs)
+    except ValueError as exc:
+        raise _global_message(exc, _block_start(block_info, dims)) from None
+    if reduction != "none":
+        loss = _partial_array(loss, dims)
+    if not want_grad:
+        return loss
+    scale = None if inv is None else _scalar(inv)  # "mean": the NumPy call's coefficient
+    if scale is not None and not math.isnan(scale):
+        np.multiply(dx, scale, out=dx, dtype=np.float64, casting="unsafe")
+    elif scale is not None:  # denominator 0: NaN where the kernel scales (all but ignored rows)
+        live = t != options["ignore_index"] if index else np.ones(x.shape[:-1], bool)
+        dx[live] = np.nan
+        if np.any(live):  # NaN in every entry of the sums over rows, as in the NumPy call
+            dw[...] = np.nan
+            if db is not None:
+                db[...] = np.nan
+    return loss, dx, dw, db
+
+
+def _grads_start(block: tuple) -> tuple[np.ndarray, Any]:
+    """The first block's (dW, db), db in float64 (as the NumPy call accumulates it)."""
+    return block[2], None if block[3] is None else block[3].astype(np.float64)
+
+
+def _grads_add(acc: tuple, block: tuple) -> tuple[np.ndarray, Any]:
+    """(dW, db) plus the next block's (new arrays: a task never changes its inputs)."""
+    return acc[0] + block[2], None if acc[1] is None else acc[1] + block[3]
+
+
+def _grads_final(acc: tuple, inv: Any, dtype: np.dtype) -> tuple[np.ndarray, Any]:
+    """(dW, db) times the "mean" factor (in float64, rounded once) in the result dtype."""
+    dw, db = acc
+    if inv is not None and not math.isnan(_scalar(inv)):  # NaN: set by the blocks
+        dw = np.multiply(dw, _scalar(inv), out=np.empty_like(dw), dtype=np.float64,
+                         casting="unsafe")
+        db = None if db is None else db * _scalar(inv)
+    return dw, None if db is None else db.astype(dtype)
+
+
+def _linear_checks(x: Any, linear_weight: Any, target: Any, linear_bias: Any, weight: Any,
+                   ignore_index: Any, reduction: str, label_smoothing: Any, temperature: Any,
+                   z_loss: Any, softcap: Any, chunk_size: Any) -> tuple[bool, np.dtype]:
+    """The NumPy checks of a linear cross-entropy call that the graph can make before any block
+    is read; returns (class-index target?, result dtype)."""
+    xm, wm, bm, tm = (None if a is None else _meta(a) for a in (x, linear_weight, linear_bias,
+                                                                   target))
+    if xm is None or wm is None:
+        v.check_linear(xm, wm, bm)  # raises the NumPy error
+    names = ("x", "linear_weight", "linear_bias")
+    dtype = v.common_dtype(*(m for m in (xm, wm, bm) if m is not None), names=names)
+    # the shapes, on stand-ins of the common dtype (no copies)
+    v.check_linear(*(None if m is None else _stand_in(m.shape, dtype) for m in (xm, wm, bm)))
+    classes = wm.shape[0]
+    batch = xm.shape[:-1]
+    index = tm is not None and tm.dtype.kind in "iu"
+    if tm is None or tm.dtype.kind not in "iuf" or not _same(
+            tm.shape, batch if index else batch + (classes,)):
+        v.check_target(tm, batch + (classes,), 0, dtype)  # raises the NumPy error
+    if isinstance(weight, da.Array) and weight.shape != (classes,):
+        v.check_weight(_meta(weight), classes, dtype)  # raises the NumPy error
+    if weight is not None and not isinstance(weight, da.Array):
+        v.check_weight(weight, classes, dtype)  # NumPy weights: checked whole now
+    # the other checks (dtypes, options) on a one-row, one-class, one-feature probe
+    rows = (1,) * len(batch)
+    probe_t = np.zeros(rows if index else rows + (1,), tm.dtype)
+    probe_w = None if weight is None else np.zeros(1, _meta(weight).dtype)
+    probe_b = None if bm is None else np.zeros(1, bm.dtype)
+    _, dx, _, _ = _linear_cross_entropy_with_grad(
+        np.zeros(rows + (1,), xm.dtype), np.zeros((1, 1), wm.dtype), probe_t,
+        linear_bias=probe_b, weight=probe_w, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, temperature=temperature, z_loss=z_loss,
+        softcap=softcap, chunk_size=chunk_size)
+    if index and not isinstance(target, da.Array):  # NumPy labels: checked whole now, as NumPy
+        v.check_target(target, batch + (classes,), ignore_index, dx.dtype)
+    return index, dx.dtype
+
+
+def _whole(a: Any, dims: int, trailing: int) -> da.Array:
+    """A class-sized argument (linear_weight, linear_bias, weight) as one dask chunk, one key
+    in the graph however many blocks read it (a NumPy constant would be copied into every
+    task), with ``dims`` leading axes of length 1 and ``trailing`` ones after it."""
+    a = a if isinstance(a, da.Array) else da.from_array(np.asarray(a))
+    a = a.rechunk(-1) if a.npartitions > 1 else a
+    return a[(None,) * dims + (Ellipsis,) + (None,) * trailing]
+
+
+def _linear_graph(x: Any, linear_weight: Any, target: Any, linear_bias: Any, weight: Any,
+                  ignore_index: Any, reduction: Any, label_smoothing: Any, temperature: Any,
+                  z_loss: Any, softcap: Any, chunk_size: Any, want_grad: bool) -> Any:
+    """The lazy linear cross-entropy: the loss, or (loss, dx, dW, db)."""
+    reduction = v.check_reduction(reduction)
+    index, dtype = _linear_checks(x, linear_weight, target, linear_bias, weight, ignore_index,
+                                  reduction, label_smoothing, temperature, z_loss, softcap,
+                                  chunk_size)
+    if not isinstance(x, da.Array):
+        x = np.asarray(x)
+        x = da.from_array(x, chunks={x.ndim - 1: -1})
+    x = _whole_axis(x, x.ndim - 1, "feature axis")
+    dims = x.ndim - 1
+    classes, features = np.shape(_meta(linear_weight))
+    rows_shape, row_chunks = x.shape[:-1], x.chunks[:-1]
+    if index:
+        t_rows = _aligned(target, rows_shape, row_chunks)
+        t_arr = t_rows[..., None, None]
+    else:
+        t_arr = _aligned(target, rows_shape + (classes,), row_chunks + ((classes,),))[..., None]
+    w_lin = _whole(linear_weight, dims, 0)
+    b_arr = None if linear_bias is None else _whole(linear_bias, dims, 1)
+    w_arr = None if weight is None else _whole(weight, dims, 1)
+
+    inverse = None
+    if reduction == "mean":
+        if index:
+            parts = da.map_blocks(_denominator_block, t_rows[..., None],
+                                  None if w_arr is None else w_arr[..., 0], None,
+                                  classes=classes, logits_dtype=dtype, ignore_index=ignore_index,
+                                  drop_axis=dims, dtype=np.float64,
+                                  chunks=_partials_chunks(x, dims),
+                                  meta=np.empty((0,) * dims, np.float64))
+            inverse = _total(parts).map_blocks(_inverse, dtype=np.float64)
+        else:
+            rows = _count(rows_shape)
+            inverse = np.float64(1.0 / rows if rows else math.nan)
+    inv_arr = None
+    if want_grad and reduction == "mean":
+        inv_arr = (inverse.reshape((1,) * (dims + 2)) if isinstance(inverse, da.Array)
+                   else inverse)
+
+    options = dict(ignore_index=ignore_index, label_smoothing=label_smoothing,
+                   temperature=temperature, z_loss=z_loss, softcap=softcap, chunk_size=chunk_size)
+    reduced = reduction != "none"
+    loss_chunks = _partials_chunks(x, dims) if reduced else row_chunks
+    loss_dtype = np.dtype(np.float64) if reduced else dtype
+    args = (x[..., None, :], t_arr, w_lin, b_arr, w_arr, inv_arr)
+    kwargs = dict(index=index, options=options, reduction=reduction, want_grad=want_grad,
+                  drop_axis=(dims, dims + 1), chunks=loss_chunks)
+    if not want_grad:
+        loss = da.map_blocks(_linear_block, *args, **kwargs, dtype=loss_dtype,
+                             meta=np.empty((0,) * dims, loss_dtype))
+        return _reduced(loss, reduction, inverse, dtype, divide=False) if reduced else loss
+    parts = da.map_blocks(_linear_block, *args, **kwargs, dtype=object,
+                          meta=np.empty((0,) * dims, object))
+    loss = parts.map_blocks(operator.itemgetter(0), dtype=loss_dtype,
+                            meta=np.empty((0,) * dims, loss_dtype))
+    if reduced:
+        loss = _reduced(loss, reduction, inverse, dtype, divide=False)
+    dx = parts.map_blocks(operator.itemgetter(1), new_axis=dims, chunks=x.chunks, dtype=dtype,
+                          meta=np.empty((0,) * x.ndim, dtype))
+    # dW and db: the blocks' gradients added in block order (C order over the blocks), one task
+    # after the other: the sums do not depend on the scheduler or the number of workers
+    blocks = parts.to_delayed(optimize_graph=False).ravel()
+    acc = dask.delayed(_grads_start, pure=True)(blocks[0])
+    for block in blocks[1:]:
+        acc = dask.delayed(_grads_add, pure=True)(acc, block)
+    grads = dask.delayed(_grads_final, pure=True, nout=2)(acc, inverse, dtype)
+    dw = da.from_delayed(grads[0], (classes, features), dtype=dtype,
+                         meta=np.empty((0, 0), dtype))
+    db = None
+    if linear_bias is not None:
+        db = da.from_delayed(grads[1], (classes,), dtype=dtype, meta=np.empty((0,), dtype))
+    return loss, dx, dw, db
+
+
+def linear_cross_entropy(x: Any, linear_weight: Any, target: Any, *, linear_bias: Any = None,
+                         weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
+                         label_smoothing: float = 0.0, temperature: float = 1.0,
+                         z_loss: float = 0.0, softcap: Any = None,
+                         chunk_size: Any = None) -> da.Array:
+    """Lazy :func:`fastsoftmax.linear_cross_entropy` (a 0-d dask array for "mean"/"sum").
+
+    x is split into blocks of whole rows (a split feature axis is rechunked, with a
+    ``PerformanceWarning``); linear_weight, linear_bias and weight go whole to every block (one
+    graph key each). Each block is one NumPy call with reduction "sum" ("none": per-row losses);
+    the partial sums are added with ``math.fsum`` in one task and "mean" divides by the global
+    denominator, as for :func:`cross_entropy`. The partials are the blocks' NumPy "sum" in the
+    result dtype (float16 inputs: rounded to float16 per block, where the NumPy call rounds
+    once). ``chunk_size`` applies within each block.
+    """
+    return _linear_graph(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+                         label_smoothing, temperature, z_loss, softcap, chunk_size, False)
+
+
+def linear_cross_entropy_with_grad(x: Any, linear_weight: Any, target: Any, *,
+                                   linear_bias: Any = None, weight: Any = None,
+                                   ignore_index: int = -100, reduction: str = "mean",
+                                   label_smoothing: float = 0.0, temperature: float = 1.0,
+                                   z_loss: float = 0.0, softcap: Any = None,
+                                   chunk_size: Any = None) -> tuple[Any, ...]:
+    """Lazy :func:`fastsoftmax.linear_cross_entropy_with_grad`: ``(loss, dx, dlinear_weight,
+    dlinear_bias)`` as dask arrays (``dlinear_bias`` None without a bias), one NumPy call per
+    block of rows for all four.
+
+    - loss: as in :func:`linear_cross_entropy`.
+    - dx: per block, rows of the NumPy call's dx. With "sum" and "none" each row's gradient
+      through the logits is the NumPy call's; with "mean" the block's "sum" dx is multiplied by
+      1 / (global denominator) in float64 and rounded once, where the NumPy call scales the
+      logits' gradient before ``g @ W``: a few ulps apart. As in the NumPy call itself, the BLAS
+      may round the logits and dx differently for another number of rows.
+    - dlinear_weight, dlinear_bias: the sums of the blocks' gradients, added in block order (C
+      order over the blocks of rows) one task after another, then scaled for "mean" in float64.
+      The order is fixed by the chunks, never by the scheduler or the number of workers; the
+      results equal the NumPy call's up to the rounding of that sum order (the NumPy call adds
+      its own chunks of rows in its own order: see :mod:`fastsoftmax.linear` for the bound).
+      dW is added in the result dtype, as the NumPy call adds its chunks; db in float64.
+
+    One dW per block is held until it is added, and two (C, H) arrays per addition.
+    """
+    return _linear_graph(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+                         label_smoothing, temperature, z_loss, softcap, chunk_size, True)
 
 
 # --------------------------------------------------------------------------- binary family

@@ -22,12 +22,14 @@ for another number of rows.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
+from ._lazy import dask_call, dask_in
 from .losses import fused_rows
 
 # Default memory budget of the chunk's logits (both buffers with a softcap). Measured at
@@ -158,6 +160,12 @@ def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLi
     and rounded once, as PyTorch returns float16), else their common compute dtype (float16 with
     float32: float32; integers: float64). Class weights and probability targets do not change it.
     """
+    if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
+        return dask_call("linear_cross_entropy", x, linear_weight, target,
+                         linear_bias=linear_bias, weight=weight, ignore_index=ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing,
+                         temperature=temperature, z_loss=z_loss, softcap=softcap,
+                         chunk_size=chunk_size)
     return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                 label_smoothing, temperature, z_loss, softcap, chunk_size, False)[0]
 
@@ -180,5 +188,11 @@ def linear_cross_entropy_with_grad(
     of at most 4 MiB (and one chunk) for adding into dW; for float16 inputs also their float32
     copies, and dx and dW in float32 before rounding.
     """
+    if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
+        return dask_call("linear_cross_entropy_with_grad", x, linear_weight, target,
+                         linear_bias=linear_bias, weight=weight, ignore_index=ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing,
+                         temperature=temperature, z_loss=z_loss, softcap=softcap,
+                         chunk_size=chunk_size)
     return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                 label_smoothing, temperature, z_loss, softcap, chunk_size, True)

@@ -7,11 +7,14 @@ storing the row's log_softmax (O(K) output per row instead of O(C)).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
 from ._kernels.selective import selective_log_softmax_rows, selective_log_softmax_vjp_rows
+from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
@@ -48,6 +51,8 @@ def selective_log_softmax(logits: ArrayLike, index: ArrayLike, *,
         logits (computed in float32, rounded once). A 0-d result (1-D logits, scalar index) is a
         NumPy scalar of that dtype.
     """
+    if "dask" in sys.modules and dask_in(logits, index):
+        return dask_call("selective_log_softmax", logits, index, temperature=temperature)
     z, dtype, scale, idx, shape = _checked(logits, index, temperature)
     out = np.empty(idx.shape, dtype=z.dtype)
     rows = v.to_rows(z, z.ndim - 1)
@@ -77,6 +82,9 @@ def selective_log_softmax_vjp(logits: ArrayLike, index: ArrayLike, cotangent: Ar
         Of the logits' shape and the result dtype of :func:`selective_log_softmax` (float16 for
         float16 logits: computed in float32, rounded once).
     """
+    if "dask" in sys.modules and dask_in(logits, index, cotangent):
+        return dask_call("selective_log_softmax_vjp", logits, index, cotangent,
+                         temperature=temperature, out=out)
     z, dtype, scale, idx, shape = _checked(logits, index, temperature)
     g = v.as_float_array(cotangent, "cotangent")
     if g.shape != shape:

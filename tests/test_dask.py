@@ -1,6 +1,8 @@
 """Dask arrays through every public function: lazy dask results equal to the NumPy call on the
 same data, bit for bit for everything computed row by row (softmax family, derivatives, per-row
-losses, gradients) and to the rounding of the summation order for "sum"/"mean" losses. On the
+losses, gradients, selective log-softmax) and to the rounding of the summation order for
+"sum"/"mean" losses and the linear cross-entropy's weight gradients (its per-row results to the
+BLAS's rounding for another number of rows). On the
 threaded scheduler for every chunk layout, and on a 2-process ``distributed.LocalCluster`` whose
 workers start from an empty numba cache."""
 
@@ -316,6 +318,32 @@ GRAPH_TIME_ERRORS = {
     "bce_grad_output": lambda x: fs.binary_cross_entropy_with_logits_backward(
         x, X32, grad_output=np.ones(3)),
     "sigmoid_dtype": lambda x: fs.sigmoid(x.astype(np.complex64)),
+    "selective_index_shape": lambda x: fs.selective_log_softmax(x, T8[:5]),
+    "selective_index_dtype": lambda x: fs.selective_log_softmax(x, X32[:, :2]),
+    "selective_index_none": lambda x: fs.selective_log_softmax(x, None),
+    "selective_index_value": lambda x: fs.selective_log_softmax(x, np.full((8, 2), 5)),
+    "selective_temperature": lambda x: fs.selective_log_softmax(x, T8, temperature=-1.0),
+    "selective_zero_classes": lambda x: fs.selective_log_softmax(x[:, :0], T8),
+    "selective_scalar_logits": lambda x: fs.selective_log_softmax(x[0, 0], T8),
+    "selective_vjp_cotangent_shape": lambda x: fs.selective_log_softmax_vjp(x, T8, X32[:, :2]),
+    "selective_vjp_cotangent_dtype": lambda x: fs.selective_log_softmax_vjp(
+        x, T8, T8.astype(complex)),
+    "selective_vjp_out": lambda x: fs.selective_log_softmax_vjp(x, T8, X32[:, 0],
+                                                                out=np.empty((8, 5), np.float32)),
+    "linear_weight_shape": lambda x: fs.linear_cross_entropy(x, X32[:3, :4], T8 % 3),
+    "linear_bias_shape": lambda x: fs.linear_cross_entropy(x, X32[:3], T8 % 3,
+                                                           linear_bias=np.ones(4, np.float32)),
+    "linear_x_dtype": lambda x: fs.linear_cross_entropy(x.astype(np.complex64), X32[:3], T8 % 3),
+    "linear_target_shape": lambda x: fs.linear_cross_entropy(x, X32[:3], T8[:5] % 3),
+    "linear_prob_target_shape": lambda x: fs.linear_cross_entropy(x, X32[:3], X32[:, :2]),
+    "linear_target_value": lambda x: fs.linear_cross_entropy(x, X32[:3], T8),
+    "linear_class_weight": lambda x: fs.linear_cross_entropy(x, X32[:3], T8 % 3,
+                                                             weight=-np.ones(3)),
+    "linear_reduction": lambda x: fs.linear_cross_entropy_with_grad(x, X32[:3], T8 % 3,
+                                                                    reduction="avg"),
+    "linear_chunk_size": lambda x: fs.linear_cross_entropy(x, X32[:3], T8 % 3, chunk_size=0),
+    "linear_softcap": lambda x: fs.linear_cross_entropy_with_grad(x, X32[:3], T8 % 3,
+                                                                  softcap=-1.0),
 }
 
 
@@ -353,6 +381,169 @@ def test_bad_values_raise_the_numpy_error_at_compute_time(reduction):
     lazy = fs.binary_cross_entropy_with_logits(da.from_array(x, chunks=4), y, reduction=reduction)
     with pytest.raises(ValueError, match="target holds NaN or inf"):
         lazy.compute()
+
+
+# --------------------------------------------------------------------------- selective, linear
+
+H = 5  # features of the linear cross-entropy's x (ROWS, H), C classes
+
+
+def check_linear_same(lazy, expected, dtype, bitwise_dx: bool = False) -> None:
+    """(loss, dx, dW, db) of the dask call against the NumPy call: the loss to the rounding of
+    the block sums (per-row losses and dx to the BLAS's rounding for another row count; bit for
+    bit when ``bitwise_dx``), dW and db to the rounding of the sum over blocks."""
+    lazy, expected = as_tuple(lazy), as_tuple(expected)
+    assert len(lazy) == len(expected)
+    assert all(r is None if e is None else isinstance(r, da.Array) for r, e in zip(lazy, expected))
+    got = dask.compute(*[r for r in lazy if r is not None])
+    for i, (g, e) in enumerate(zip(got, [e for e in expected if e is not None])):
+        e = np.asarray(e)
+        assert g.dtype == e.dtype == dtype and g.shape == e.shape, i
+        rtol = (SUM_RTOL if e.ndim == 0 else GRAD_RTOL)[e.dtype]
+        if bitwise_dx and i == 1:
+            np.testing.assert_array_equal(g, e)
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.max(np.abs(e), initial=0.0))
+
+
+def linear_data(dtype, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    t = index_target((ROWS, C), rng)
+    t[[3, 11]] = -100
+    return dict(x=rng.standard_normal((ROWS, H)).astype(dtype),
+                w_lin=rng.standard_normal((C, H)).astype(dtype),
+                b=rng.standard_normal(C).astype(dtype), t=t,
+                pt=prob_target((ROWS, C), dtype, rng), w=(rng.random(C) + 0.25).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_selective_log_softmax_matches_numpy_bit_for_bit(layout, dtype):
+    rng = np.random.default_rng(11)
+    z = random_logits((ROWS, C), dtype, rng)
+    Z = da.from_array(z, chunks=(LAYOUTS[layout], C))
+    idx_k = rng.integers(0, C, (ROWS, 3))
+    idx_k[:, 2] = idx_k[:, 0]  # a class selected twice
+    idx_row = rng.integers(0, C, ROWS)
+    for idx in (idx_k, idx_row):
+        g = rng.standard_normal(idx.shape).astype(dtype)
+        for index, cot in ((idx, g), (da.from_array(idx, chunks=4), da.from_array(g, chunks=7))):
+            check_same(fs.selective_log_softmax(Z, index, temperature=1.3),
+                       fs.selective_log_softmax(z, idx, temperature=1.3), False)
+            check_same(fs.selective_log_softmax_vjp(Z, index, cot, temperature=0.7),
+                       fs.selective_log_softmax_vjp(z, idx, g, temperature=0.7), False)
+    # NumPy logits with dask indices; batch dimensions chunked; one row (1-D logits)
+    check_same(fs.selective_log_softmax(z, da.from_array(idx_row, chunks=5)),
+               fs.selective_log_softmax(z, idx_row), False)
+    z3, i3 = z[:20].reshape(4, 5, C), idx_k[:20].reshape(4, 5, 3)
+    Z3 = da.from_array(z3, chunks=((1, 3), (2, 3), C))
+    check_same(fs.selective_log_softmax(Z3, i3), fs.selective_log_softmax(z3, i3), False)
+    check_same(fs.selective_log_softmax_vjp(Z3, i3[..., 0], z3[..., 0]),
+               fs.selective_log_softmax_vjp(z3, i3[..., 0], z3[..., 0]), False)
+    check_same(fs.selective_log_softmax(da.from_array(z[0]), idx_k[0]),
+               fs.selective_log_softmax(z[0], idx_k[0]), False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_linear_cross_entropy_matches_numpy(reduction, layout, dtype):
+    d = linear_data(dtype)
+    X = da.from_array(d["x"], chunks=(LAYOUTS[layout], H))
+    bitwise = layout == "one_chunk" and reduction != "mean"  # then one NumPy call, unscaled
+    cases = [  # (target, options): index and probability targets, with and without a bias
+        (d["t"], dict(linear_bias=d["b"], weight=d["w"], label_smoothing=0.1, temperature=1.3)),
+        (d["t"], {}),
+        (d["pt"], dict(linear_bias=d["b"])),
+        (d["pt"], dict(weight=d["w"], chunk_size=4)),
+    ]
+    if reduction == "mean":
+        cases.append((d["t"], dict(linear_bias=d["b"], z_loss=1e-3, softcap=2.0)))
+    for target, kw in cases:
+        args = (d["w_lin"], target)
+        kw = dict(kw, reduction=reduction)
+        check_linear_same(fs.linear_cross_entropy(X, *args, **kw),
+                          fs.linear_cross_entropy(d["x"], *args, **kw), dtype)
+        check_linear_same(fs.linear_cross_entropy_with_grad(X, *args, **kw),
+                          fs.linear_cross_entropy_with_grad(d["x"], *args, **kw), dtype, bitwise)
+
+
+def test_linear_cross_entropy_dask_weights_batch_dims_and_warnings():
+    d = linear_data(np.float32, seed=12)
+    x3, t3 = d["x"][:20].reshape(4, 5, H), d["t"][:20].reshape(4, 5)
+    X3 = da.from_array(x3, chunks=((1, 3), (2, 3), H))
+    weights = dict(linear_bias=da.from_array(d["b"], chunks=3),
+                   weight=da.from_array(d["w"], chunks=2))
+    expected = fs.linear_cross_entropy_with_grad(x3, d["w_lin"], t3, linear_bias=d["b"],
+                                                 weight=d["w"])
+    # every argument a dask array (linear_weight split: rechunked whole, no warning)
+    check_linear_same(fs.linear_cross_entropy_with_grad(
+        X3, da.from_array(d["w_lin"], chunks=(3, 2)), da.from_array(t3, chunks=2), **weights),
+        expected, np.float32)
+    # NumPy x, dask weights only
+    check_linear_same(fs.linear_cross_entropy_with_grad(x3, d["w_lin"], t3, **weights), expected,
+                      np.float32)
+    with pytest.warns(PerformanceWarning, match=r"the feature axis \(axis 1\) is split") as rec:
+        lazy = fs.linear_cross_entropy(da.from_array(d["x"], chunks=(6, 3)), d["w_lin"], d["t"])
+    assert rec[0].filename == __file__
+    check_linear_same(lazy, fs.linear_cross_entropy(d["x"], d["w_lin"], d["t"]), np.float32)
+
+
+def test_linear_cross_entropy_mean_with_a_zero_denominator():
+    d = linear_data(np.float64, seed=13)
+    X = da.from_array(d["x"], chunks=(LAYOUTS["uneven"], H))
+    ignored = np.full(ROWS, -100)
+    zero_weight = np.where(np.arange(ROWS) % 2, -100, 0)  # class 0 has weight 0
+    w = np.where(np.arange(C) == 0, 0.0, 1.0)
+    for t, kw in ((ignored, {}), (zero_weight, dict(weight=w))):
+        expected = fs.linear_cross_entropy_with_grad(d["x"], d["w_lin"], t, linear_bias=d["b"],
+                                                     **kw)
+        got = dask.compute(*fs.linear_cross_entropy_with_grad(X, d["w_lin"], t,
+                                                              linear_bias=d["b"], **kw))
+        for g, e in zip(got, expected):  # NaN where the NumPy call has NaN, 0 elsewhere
+            np.testing.assert_array_equal(g, e)
+
+
+def test_linear_weight_gradients_do_not_depend_on_scheduler_or_workers():
+    d = linear_data(np.float64, seed=14)
+    X = da.from_array(d["x"], chunks=(LAYOUTS["single_rows"], H))
+    lazy = fs.linear_cross_entropy_with_grad(X, d["w_lin"], d["t"], linear_bias=d["b"],
+                                             weight=d["w"])
+    runs = [dask.compute(*lazy, scheduler="sync")]
+    runs += [dask.compute(*lazy, scheduler="threads", num_workers=n) for n in (1, 2, 4)]
+    for run in runs[1:]:
+        assert [r.tobytes() for r in run] == [r.tobytes() for r in runs[0]]
+
+
+def test_selective_and_linear_are_lazy_and_errors_in_values_come_at_compute_time():
+    x = random_logits((ROWS, C), np.float32, np.random.default_rng(15))
+    loads = []
+
+    def load():
+        loads.append(1)
+        return x
+
+    X = da.from_delayed(dask.delayed(load)(), shape=x.shape, dtype=x.dtype)
+    t = np.arange(ROWS) % C
+    w_lin = np.ones((3, C), np.float32)
+    results = [fs.selective_log_softmax(X, t), fs.selective_log_softmax_vjp(X, t, x[:, 0]),
+               fs.linear_cross_entropy(X, w_lin, t % 3),
+               *fs.linear_cross_entropy_with_grad(X, w_lin, t % 3, linear_bias=w_lin[:, 0])]
+    assert loads == [] and all(isinstance(r, da.Array) for r in results)
+    # a bad value in a dask index or target: the NumPy message, counted in the whole array
+    bad = t.copy()
+    bad[17] = C + 2
+    for call in (lambda i: fs.selective_log_softmax(x, i),
+                 lambda i: fs.linear_cross_entropy(x, np.ones((C, C), np.float32), i,
+                                                   reduction="sum")):
+        with pytest.raises(ValueError) as np_err:
+            call(bad)
+        lazy = call(da.from_array(bad, chunks=5))
+        with pytest.raises(ValueError, match=re.escape(str(np_err.value))):
+            lazy.compute()
+    k_bad = np.stack([t, bad], axis=1)
+    with pytest.raises(ValueError, match=re.escape("at (17, 1) is out of range")):
+        fs.selective_log_softmax(da.from_array(x, chunks=(5, C)),
+                                 da.from_array(k_bad, chunks=(5, 2))).compute()
 
 
 # --------------------------------------------------------------------------- distributed
@@ -432,3 +623,24 @@ def test_example_runs_on_a_local_cluster():
                          capture_output=True, text=True, timeout=180, check=True)
     assert "dashboard: http://127.0.0.1:" in run.stdout
     assert "equal to the NumPy call on the first block" in run.stdout
+
+
+@needs_jit
+def test_cluster_selective_and_linear_match_numpy(client):
+    d = linear_data(np.float32, seed=16)
+    z = random_logits((ROWS, C), np.float32, np.random.default_rng(16))
+    Z = da.from_array(z, chunks=(LAYOUTS["uneven"], C))
+    X = da.from_array(d["x"], chunks=(LAYOUTS["uneven"], H))
+    idx = np.stack([d["t"] % C, d["t"] % 3], axis=1)
+    selective = [fs.selective_log_softmax(Z, idx), fs.selective_log_softmax_vjp(Z, idx, z[:, :2])]
+    linear = fs.linear_cross_entropy_with_grad(X, d["w_lin"], d["t"], linear_bias=d["b"],
+                                               weight=d["w"])
+    got = iter(results(client, [*selective, *linear]))
+    for expected in (fs.selective_log_softmax(z, idx),
+                     fs.selective_log_softmax_vjp(z, idx, z[:, :2])):
+        np.testing.assert_array_equal(next(got), expected)
+    expected = fs.linear_cross_entropy_with_grad(d["x"], d["w_lin"], d["t"], linear_bias=d["b"],
+                                                 weight=d["w"])
+    for i, e in enumerate(expected):
+        rtol = SUM_RTOL[e.dtype] if i == 0 else GRAD_RTOL[e.dtype]
+        np.testing.assert_allclose(next(got), e, rtol=rtol, atol=rtol * np.max(np.abs(e)))
