@@ -23,20 +23,23 @@ TINY = b.Settings("test", min_time=0.0, min_repeats=1, max_repeats=1, sample_tim
 
 
 # ------------------------------------------------------------------------------------- the grid
-def test_grid_is_the_issue_grid_shape_major():
+def test_grid_is_every_op_dtype_for_each_shape_shape_major():
     cases = b.grid()
-    assert len(cases) == 5 * 6 * 2
     assert len({c.id for c in cases}) == len(cases)
-    assert {c.op for c in cases} == {"softmax", "log_softmax", "softmax_jvp",
-                                     "cross_entropy_with_grad", "cross_entropy_backward"}
-    assert [s for s in dict.fromkeys(c.shape for c in cases)] == [
-        (64, 10), (8192, 128), (1024, 1000), (4096, 4096), (256, 32000), (32, 262144)]
-    assert {c.dtype for c in cases} == {"float32", "float64"}
-    # shape-major: each shape's cases are contiguous, so its inputs are made once
+    assert {(c.op, c.shape, c.dtype) for c in cases} == {
+        (op, shape, dtype) for op in b.OPS for shape in b.SHAPES for dtype in b.DTYPES}
+    # shape-major in the order given: each shape's cases are contiguous, so its inputs are made once
+    assert list(dict.fromkeys(c.shape for c in cases)) == list(b.SHAPES)
+    per_shape = len(b.OPS) * len(b.DTYPES)
     shapes = [c.shape for c in cases]
-    assert all(shapes.index(s) + 10 == len(shapes) - shapes[::-1].index(s) for s in set(shapes))
-    assert cases[0].id == "softmax|64x10|float32"
-    assert {c.shape for c in cases if c.big} == {(4096, 4096), (256, 32000), (32, 262144)}
+    assert all(shapes.index(s) + per_shape == len(shapes) - shapes[::-1].index(s)
+               for s in set(shapes))
+    assert cases[0].id == f"{b.OPS[0]}|{b.SHAPES[0][0]}x{b.SHAPES[0][1]}|{b.DTYPES[0]}"
+    assert all(c.big == (c.shape[0] * c.shape[1] >= b.BIG_ELEMENTS) for c in cases)
+    # a selection keeps the order it is given in, still shape-major
+    sub = b.grid(ops=["log_softmax", "softmax"], shapes=[(4, 10), (3, 5)], dtypes=["float64"])
+    assert [c.id for c in sub] == ["log_softmax|4x10|float64", "softmax|4x10|float64",
+                                   "log_softmax|3x5|float64", "softmax|3x5|float64"]
 
 
 def test_grid_rejects_unknown_names():
