@@ -35,7 +35,8 @@ import os
 import stat
 import sys
 import tempfile
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numba
 from numba.core import caching

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-
 _NDARRAY = np.ndarray  # a module global: one lookup per argument instead of two
 
 

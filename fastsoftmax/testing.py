@@ -26,7 +26,8 @@ classic bug) fails this check: error ~1e-2 for 100 near-uniform classes (an untr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
