@@ -270,7 +270,7 @@ _ENTRIES = [
 ]
 
 COMPARISONS: dict[str, Comparison] = {c.name: c for c in _ENTRIES}
-# The softmax family, its derivatives and cross-entropy (issue 2); tests/test_softmax.py checks
+# The softmax family, its derivatives and cross-entropy; tests/test_softmax.py checks
 # that the table holds exactly these and that each is public. (The binary family has its own tests.)
 SOFTMAX_FAMILY_API = frozenset({
     "softmax", "log_softmax", "logsumexp", "softmax_jacobian", "softmax_jvp", "softmax_vjp",

@@ -570,8 +570,8 @@ def test_special_rows_in_large_arrays(option, classes) -> None:
 # Minimal reproducers of the failures these properties found (each expected value from the math).
 
 
-def test_issue_all_neginf_row_full_smoothing_sum() -> None:
-    """The issue's example: an all -inf row has loss +inf (README), not NaN; its gradient is the
+def test_all_neginf_row_full_smoothing_sum() -> None:
+    """An all -inf row has loss +inf (README), not NaN; its gradient is the
     finite limit p * sum(q) - q with p = 0, q = 1/3 on every class (eps = 1, C = 3)."""
     z = np.full((1, 3), -np.inf)
     for side in (fs, ref):
@@ -712,7 +712,8 @@ def test_subnormal_weight_smoothing_term_at_neginf() -> None:
     """Weights (1, 5e-324) with smoothing 0.1, class 1 at -inf: q_1 = 0.05 * 5e-324 is > 0 in
     exact arithmetic (it underflows to 0 in float64), and -log p_1 = +inf, so the loss is +inf:
     in a finite row [0, -inf] and in an all -inf row alike (never 0 from a dropped term, never
-    NaN from 0 * inf). Low stakes (a subnormal weight), but the same guard as the issue's."""
+    NaN from 0 * inf). Low stakes (a subnormal weight), but the same guard as for an all -inf
+    row (test_all_neginf_row_full_smoothing_sum)."""
     kw = dict(weight=np.array([1.0, 5e-324]), label_smoothing=0.1, reduction="none")
     for z in (np.array([[0.0, -np.inf]]), np.full((1, 2), -np.inf)):
         for side in (fs, ref):

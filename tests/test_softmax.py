@@ -336,8 +336,9 @@ def test_layouts(name, shape, layout, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", FORWARD)
 def test_readonly_contiguous_input(name, dtype, rng):
-    """A read-only C-contiguous float array goes to the kernel without a copy (a regression test:
-    logsumexp used to pass its input row as a write target and failed to compile for it)."""
+    """A read-only C-contiguous float array goes to the kernel without a copy, so every kernel
+    must compile for read-only inputs (one that writes to, or declares as writable, its input row
+    fails to compile for them)."""
     x = random_logits((4, 9), dtype, rng)
     expected = call(name, x)
     x.flags.writeable = False
