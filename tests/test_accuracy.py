@@ -14,6 +14,8 @@ from numba import njit
 import fastsoftmax as fs
 from fastsoftmax._kernels._math import vexp, vlog
 
+# rows of 2**20 elements: seconds each, so in the slow set
+LONGEST = pytest.param(20, marks=pytest.mark.slow)
 LONGDOUBLE_IS_WIDER = np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
 # Compiled, each Horner step of the exp polynomial is one FMA; plain Python (NUMBA_DISABLE_JIT=1)
 # rounds the product and the sum apart, which measured 1.19 ulp (float32) and 1.13 ulp (float64).
@@ -99,7 +101,7 @@ def _float64_softmax(x):
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("log2_len", [1, 4, 10, 14, 17, *jit_only(20)])
+@pytest.mark.parametrize("log2_len", [1, 4, 10, 14, 17, *jit_only(LONGEST)])
 def test_float32_softmax_long_rows(log2_len):
     rng = np.random.default_rng(log2_len)
     # wide logits: entries down to ~1e-30 and below, where a plain exp(x - max) in float32 loses
@@ -114,7 +116,7 @@ def test_float32_softmax_long_rows(log2_len):
 
 
 @pytest.mark.skipif(not LONGDOUBLE_IS_WIDER, reason="np.longdouble is float64 on this platform")
-@pytest.mark.parametrize("log2_len", [1, 10, 17, *jit_only(20)])
+@pytest.mark.parametrize("log2_len", [1, 10, 17, *jit_only(LONGEST)])
 def test_float64_softmax_long_rows(log2_len):
     rng = np.random.default_rng(100 + log2_len)
     x = rng.standard_normal((1, 2**log2_len)) * 12

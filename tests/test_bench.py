@@ -286,6 +286,7 @@ def test_progress_on_a_pipe_is_one_line_per_case(capsys):
 
 
 # ----------------------------------------------------------------------------- command line
+@pytest.mark.slow
 def test_command_runs(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

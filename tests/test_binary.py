@@ -447,6 +447,7 @@ def test_nan_stays_local():
 # --------------------------------------------------------------------------- threads, blocks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pos_weight", [None, "class"])
 @needs_jit
 def test_thread_count_invariance(pos_weight, rng):

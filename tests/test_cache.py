@@ -97,6 +97,7 @@ def user_cache_root(xdg: str) -> str:
     return os.path.join(xdg, "fastsoftmax", f"{fs.__version__}-")
 
 
+@pytest.mark.slow
 @needs_jit
 def test_default_cache_is_per_user_and_leaves_the_package_alone(tmp_path):
     site, xdg = str(tmp_path / "site"), str(tmp_path / "xdg")
@@ -119,6 +120,7 @@ def test_default_cache_is_per_user_and_leaves_the_package_alone(tmp_path):
 CACHE_DIR_ONLY = "import fastsoftmax as fs; print(fs.info(initialize=False, check_vector=False)['cache_dir'])"
 
 
+@pytest.mark.slow
 @needs_jit
 def test_changed_kernel_source_gets_a_new_cache_directory(tmp_path):
     """numba checks only the file defining a kernel: an edit of ``_kernels/_math.py`` (inlined into
@@ -144,6 +146,7 @@ def test_changed_kernel_source_gets_a_new_cache_directory(tmp_path):
     assert cache_dir() == edited
 
 
+@pytest.mark.slow
 @needs_jit
 def test_unwritable_cache_home_falls_back_to_a_private_temp_dir(tmp_path):
     site, tmp = str(tmp_path / "site"), str(tmp_path / "tmp")
@@ -183,6 +186,7 @@ def _pip_install_unavailable() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @needs_jit
 def test_pip_uninstall_leaves_no_package_directory(tmp_path):
     """Install into a throwaway venv, run a kernel, uninstall: nothing of the package is left (a
@@ -223,6 +227,7 @@ def test_pip_uninstall_leaves_no_package_directory(tmp_path):
 # --------------------------------------------------------------------------- NUMBA_CACHE_DIR
 
 
+@pytest.mark.slow
 @needs_jit
 def test_numba_cache_dir_is_honoured(tmp_path):
     cache, xdg = tmp_path / "numba-cache", str(tmp_path / "xdg")
@@ -258,6 +263,7 @@ SERIAL_VS_PARALLEL = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 @needs_jit
 @pytest.mark.parametrize("where", ["NUMBA_CACHE_DIR", "XDG_CACHE_HOME"])
 def test_serial_and_parallel_kernels_never_load_each_others_code(tmp_path, where):
@@ -328,6 +334,7 @@ def readonly_site(tmp_path):
     return str(site), str(tmp)
 
 
+@pytest.mark.slow
 @needs_jit
 def test_import_works_with_read_only_package_and_home(readonly_site):
     site, tmp = readonly_site
@@ -352,6 +359,7 @@ def test_import_works_with_read_only_package_and_home(readonly_site):
     assert again["cache_dir"] == result["cache_dir"] and again["hits"] >= 1, again
 
 
+@pytest.mark.slow
 @needs_jit
 def test_read_only_install_without_the_fallback_really_fails(readonly_site):
     """The hazard is real: restricted to numba's usual locators, the same import raises."""
@@ -362,6 +370,7 @@ def test_read_only_install_without_the_fallback_really_fails(readonly_site):
     assert proc.returncode != 0 and "cannot cache function" in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 @needs_jit
 def test_read_only_package_with_writable_home_uses_the_user_cache(readonly_site, tmp_path):
     """The fallback is used only when needed: a writable HOME gets the per-user cache."""

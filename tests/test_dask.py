@@ -271,6 +271,7 @@ def test_reductions_do_not_depend_on_scheduler_or_workers():
         assert grad.tobytes() == runs[0][1].tobytes()
 
 
+@pytest.mark.slow
 def test_import_does_not_import_dask():
     code = "import sys, fastsoftmax; assert 'dask' not in sys.modules, sorted(sys.modules)"
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -577,6 +578,7 @@ def _cache_files(cache) -> list[str]:
     return [f for _, _, files in os.walk(cache) for f in files if f.endswith((".nbi", ".nbc"))]
 
 
+@pytest.mark.slow
 @needs_jit
 def test_cluster_worker_compiles_from_an_empty_cache(tmp_path):
     cluster, client = local_cluster(1, {"NUMBA_CACHE_DIR": str(tmp_path)})
@@ -593,6 +595,7 @@ def test_cluster_worker_compiles_from_an_empty_cache(tmp_path):
     assert _cache_files(tmp_path)  # the worker compiled the kernels and cached them there
 
 
+@pytest.mark.slow
 @needs_jit
 @pytest.mark.parametrize("layout", ["uneven", "single_rows"])
 def test_cluster_every_function_matches_numpy_and_threads(client, layout):
@@ -614,6 +617,7 @@ def test_cluster_every_function_matches_numpy_and_threads(client, layout):
             assert_close(r, np.asarray(e), reduced, i == 0)
 
 
+@pytest.mark.slow
 @needs_jit
 def test_example_runs_on_a_local_cluster():
     pytest.importorskip("distributed")

@@ -127,6 +127,7 @@ def test_shape_mismatch(name):
             call_ref(name, np.ones(a_shape), np.ones(b_shape))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes", [600, 2000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 def test_jacobian_beyond_reference_limit(dtype, classes, rng):

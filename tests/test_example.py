@@ -61,6 +61,7 @@ def test_float32_close_to_float64(example):
     np.testing.assert_allclose(r32.batch_losses, r64.batch_losses, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_command_line_output():
     out = subprocess.run([sys.executable, SCRIPT, "--epochs", "2", "--batch-size", "64",
                           "--backend", "reference"], capture_output=True, text=True, check=True,

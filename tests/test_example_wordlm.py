@@ -7,11 +7,13 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
                       "train_wordlm.py")
 
 
+@pytest.mark.slow
 def test_short_run_learns_with_less_memory():
     spec = importlib.util.spec_from_file_location("train_wordlm", SCRIPT)
     module = importlib.util.module_from_spec(spec)

@@ -114,6 +114,7 @@ def test_info_without_checks_is_cheap_and_says_not_checked():
     assert r["vectorized_exp"] is None and r["vector_check"] == "not checked"
 
 
+@pytest.mark.slow
 def test_info_before_any_parallel_kernel_says_not_yet_initialized():
     proc = run_python("""
         import fastsoftmax, numba
@@ -163,6 +164,7 @@ def test_warmup_calls_reach_every_public_kernel_function():
             getattr(fs, name)(*args, **kwargs)
 
 
+@pytest.mark.slow
 @needs_jit
 def test_warmup_compiles_every_kernel_both_ways():
     seconds = fs.warmup()
@@ -343,6 +345,7 @@ def test_warmup_with_jit_disabled_has_nothing_to_do():
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
 
 
+@pytest.mark.slow
 @needs_jit
 def test_warmup_in_a_fresh_process_leaves_nothing_to_compile():
     """After warmup(), calls of every kind compile nothing more."""
@@ -368,6 +371,7 @@ def test_warmup_in_a_fresh_process_leaves_nothing_to_compile():
 # --------------------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "fastsoftmax", "__main__.py")),
                     reason="no fastsoftmax/__main__.py yet")
 def test_command_line_info():

@@ -37,6 +37,7 @@ def logits(shape, dtype, rng, specials=False):
     return x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_forward_kernels_equal_public(shape, dtype, rng):
@@ -56,6 +57,7 @@ def test_forward_kernels_equal_public(shape, dtype, rng):
     same(y, z)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_derivative_kernels_equal_public(shape, dtype, rng):
@@ -71,6 +73,7 @@ def test_derivative_kernels_equal_public(shape, dtype, rng):
     same(out, fs.log_softmax_vjp(logp, v))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[0] > 0], ids=str)
 def test_cross_entropy_kernels_equal_public(shape, dtype, rng):
@@ -99,6 +102,7 @@ def test_cross_entropy_kernels_equal_public(shape, dtype, rng):
     same(z, want_grad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [0, 1, 17, 10_000])
 def test_binary_kernels_equal_public(n, dtype, rng):
@@ -178,6 +182,7 @@ def synthetic_classes(rng, n=600, d=8, classes=4):
     return X, y
 
 
+@pytest.mark.slow
 def test_user_njit_training_step_matches_public_api(rng):
     X, y = synthetic_classes(rng)
     W0 = np.zeros((X.shape[1], 4))
@@ -193,6 +198,7 @@ def test_user_njit_training_step_matches_public_api(rng):
     assert accuracy > 0.9
 
 
+@pytest.mark.slow
 def test_docstring_example_with_matmul(rng):
     """The example in the fastsoftmax.kernels docstring, as written (numba's @ on 2-D arrays)."""
 
@@ -210,6 +216,7 @@ def test_docstring_example_with_matmul(rng):
     assert losses[0] == pytest.approx(np.log(4)) and losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow
 def test_called_inside_user_prange(rng):
     """One kernel call per block of rows inside the user's own parallel loop."""
 

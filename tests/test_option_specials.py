@@ -527,6 +527,7 @@ def test_special_rows_every_option_reference_exact(option, special, reduction) -
     check_against_exact(ref, special_row_case(option, special, reduction), "reference")
 
 
+@pytest.mark.slow
 @needs_jit
 @pytest.mark.parametrize("classes", [9, 300], ids=["short_rows", "long_rows"])
 @pytest.mark.parametrize("option", list(TABLE_OPTIONS))

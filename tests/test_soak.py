@@ -20,10 +20,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import needs_jit
 from test_threading import CASES, ROOT
 
-pytestmark = needs_jit  # subprocess scenarios: coverage does not see them anyway
+# subprocess scenarios: coverage does not see them anyway, and they take half a minute
+pytestmark = [needs_jit, pytest.mark.slow]
 
 CALLS = int(os.environ.get("FASTSOFTMAX_SOAK_CALLS", "100000"))
 MAX_GROWTH_MB = 20.0

@@ -372,6 +372,7 @@ def warm_cache():
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 @needs_jit
 @pytest.mark.parametrize("layer", LAYERS + [None], ids=LAYERS + ["package-default"])
 def test_threads_call_every_op_concurrently(layer, warm_cache):
@@ -380,6 +381,7 @@ def test_threads_call_every_op_concurrently(layer, warm_cache):
     print(proc.stdout)
 
 
+@pytest.mark.slow
 @needs_jit
 @pytest.mark.parametrize("layer", LAYERS + [None], ids=LAYERS + ["package-default"])
 def test_forked_children_call_ops_after_parent(layer, warm_cache):
@@ -394,6 +396,7 @@ def test_forked_children_call_ops_after_parent(layer, warm_cache):
             assert "serial_only=True" in line and "'parallel': 0" in line, line
 
 
+@pytest.mark.slow
 @needs_jit
 def test_workqueue_without_the_lock_really_aborts(warm_cache):
     """The hazard is real: the same 8-thread load with the launcher's lock bypassed aborts (or the
@@ -415,6 +418,7 @@ def test_workqueue_without_the_lock_really_aborts(warm_cache):
     assert "workqueue" in proc.stderr or proc.returncode < 0, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 @needs_jit
 def test_omp_fork_without_the_fallback_really_dies():
     """GNU OpenMP kills a forked child that launches a parallel region after the parent did;
@@ -456,12 +460,14 @@ print(f"launches={counter.counts}")
 '''
 
 
+@pytest.mark.slow
 @needs_jit
 def test_numba_num_threads_1_runs_serial_kernels():
     proc = run_python(scenario(SET_NUM_THREADS), env={"NUMBA_NUM_THREADS": "1"})
     assert _launches(proc.stdout) == {"serial": 2, "parallel": 0}
 
 
+@pytest.mark.slow
 @needs_jit
 def test_default_thread_count_runs_parallel_kernels():
     import numba
@@ -472,6 +478,7 @@ def test_default_thread_count_runs_parallel_kernels():
     assert _launches(proc.stdout) == {"serial": 0, "parallel": 2}
 
 
+@pytest.mark.slow
 @needs_jit
 def test_set_num_threads_respected_per_thread():
     """``numba.set_num_threads(1)`` makes the calling thread run serial kernels (numba's setting is
@@ -504,6 +511,7 @@ print("ok")
     assert "ok" in proc.stdout
 
 
+@pytest.mark.slow
 @needs_jit
 def test_unloadable_threading_layer_warns_and_runs_serial():
     """If numba cannot load the requested layer, calls still work (serial) after one warning."""
@@ -579,6 +587,7 @@ def _placed(a, rng: np.random.Generator, out_like: bool = False):
     return (copy, out.reshape(a.shape)) if out_like else copy
 
 
+@pytest.mark.slow
 @needs_jit
 def test_results_do_not_depend_on_placement_or_kernel_variant(monkeypatch):
     import numba
