@@ -76,13 +76,13 @@ def test_vexp_subnormal_results(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_vlog_accuracy_and_special_values(dtype):
     info = np.finfo(dtype)
-    x = np.concatenate([
-        np.geomspace(float(info.smallest_subnormal), float(info.max), 200_001).astype(dtype),
-        np.linspace(0.5, 2.0, 100_001).astype(dtype),
-    ])
+    # geomspace up to float64's max overflows in an intermediate power before NumPy puts the
+    # exact endpoint in place; the values are right, so only that overflow is ignored
+    with np.errstate(over="ignore"):
+        wide = np.geomspace(float(info.smallest_subnormal), float(info.max), 200_001)
+    x = np.concatenate([wide.astype(dtype), np.linspace(0.5, 2.0, 100_001).astype(dtype)])
     got = np.empty_like(x)
     _apply_vlog(x, got)
     exact = np.log(x.astype(np.longdouble))

@@ -8,8 +8,6 @@ import pytest
 import fastsoftmax as fs
 import fastsoftmax.reference as ref
 
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-
 
 def _case(rng, rows, classes, dtype):
     x = rng.standard_normal((rows, classes)).astype(dtype) * 3
