@@ -55,8 +55,16 @@ def deliver(result: np.ndarray, dtype: np.dtype, out: np.ndarray | None) -> Any:
             np.copyto(out, result)
         return out
     if result.dtype != dtype:
-        result = result.astype(dtype)
+        with np.errstate(over="ignore"):  # beyond the result dtype's range: +-inf, as documented
+            result = result.astype(dtype)
     return result[()] if result.ndim == 0 else result
+
+
+def result_scalar(value: float, dtype: np.dtype) -> Any:
+    """A float64 reduced loss as a NumPy scalar of ``dtype``: +-inf, without a warning, where it
+    is beyond that dtype's range (a float32 loss of huge logits)."""
+    with np.errstate(over="ignore"):
+        return dtype.type(value)
 
 
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:

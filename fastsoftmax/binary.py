@@ -257,7 +257,7 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None,
             result = v.deliver(loss.reshape(shape), res_dtype, None)
         else:
             mean = total / n if n else math.nan
-            result = res_dtype.type(mean if reduction == "mean" else total)
+            result = v.result_scalar(mean if reduction == "mean" else total, res_dtype)
     return result, v.deliver(dest.result(), res_dtype, out) if want_grad else None
 
 

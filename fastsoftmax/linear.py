@@ -121,7 +121,7 @@ def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias:
         loss = v.deliver(losses.reshape(batch), res_dtype, None)  # 0-d (1-D x): a scalar
     else:
         total = np.sum(losses)
-        loss = res_dtype.type(total * inv_denom if reduction == "mean" else total)
+        loss = v.result_scalar(total * inv_denom if reduction == "mean" else total, res_dtype)
     if not want_grad:
         return loss, None, None, None
     return (loss, v.deliver(dx.reshape(x.shape), res_dtype, None), v.deliver(dw, res_dtype, None),

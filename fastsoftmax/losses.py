@@ -91,7 +91,7 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
     if reduction == "none":
         loss = v.deliver(losses.reshape(batch), dtype, None)
     else:
-        loss = dtype.type(total)
+        loss = v.result_scalar(total, dtype)
     return loss, v.deliver(dest.result(), dtype, out) if want_grad else None
 
 

@@ -24,15 +24,18 @@ from . import _validate as v
 
 
 def _result(value: Any, dtype: np.dtype) -> Any:
-    """``value`` in the result dtype: an array, or a NumPy scalar when 0-d."""
-    value = np.asarray(value).astype(dtype)
+    """``value`` in the result dtype (+-inf beyond its range): an array, or a NumPy scalar when
+    0-d."""
+    with np.errstate(over="ignore"):
+        value = np.asarray(value).astype(dtype)
     return value if value.ndim else dtype.type(value)
 
 
 def _finish(result: np.ndarray, out: np.ndarray | None, dtype: np.dtype) -> Any:
     if out is None:
         return _result(result, dtype)
-    np.copyto(out, result.astype(dtype))
+    with np.errstate(over="ignore"):
+        np.copyto(out, result.astype(dtype))
     return out
 
 

@@ -721,3 +721,19 @@ def test_subnormal_weight_smoothing_term_at_neginf() -> None:
             with np.errstate(all="ignore"):
                 loss = side.cross_entropy(z, [0], **kw)
             np.testing.assert_array_equal(loss, [np.inf], err_msg=f"{side.__name__} z={z}")
+
+
+@pytest.mark.parametrize("impl", [fs, ref], ids=["fast", "reference"])
+def test_reduced_loss_beyond_the_float32_range_is_inf_without_a_warning(impl) -> None:
+    """A float32 loss whose float64 total exceeds the float32 range is +inf (found with warnings
+    as errors: the cast to float32 warned); per-element losses alike."""
+    z = np.array([[3e38, 0.0]], dtype=np.float32)  # / T = 0.5: a logit gap of 6e38
+    t = np.array([[0.0, 1.0]], dtype=np.float32)
+    for reduction in ("mean", "sum", "none"):
+        loss = impl.cross_entropy(z, t, temperature=0.5, reduction=reduction)
+        assert np.all(np.isposinf(loss)) and np.asarray(loss).dtype == np.float32
+    x = np.full(3, 3e38, dtype=np.float32)
+    for reduction in ("mean", "sum", "none"):
+        loss = impl.binary_cross_entropy_with_logits(x, np.zeros(3, np.float32),
+                                                     weight=np.float32(2.0), reduction=reduction)
+        assert np.all(np.isposinf(loss)) and np.asarray(loss).dtype == np.float32
