@@ -387,6 +387,22 @@ def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
     return _partial_array(weights[-1] if weights.size else 0.0, t.ndim)
 
 
+def _mean_inverse(x: da.Array, dims: int, t_arr: da.Array | None, w_arr: Any, m_arr: Any,
+                  classes: int, dtype: np.dtype, ignore_index: int) -> Any:
+    """1 / the global "mean" denominator of a cross-entropy over the rows of ``x`` (its first
+    ``dims`` axes): the weighted count of class-index targets ``t_arr`` (a trailing axis of 1)
+    summed over the blocks in one task, lazily; the number of rows for probability targets
+    (``t_arr`` None)."""
+    if t_arr is None:
+        rows = _count(x.shape[:dims])
+        return np.float64(1.0 / rows if rows else math.nan)
+    parts = da.map_blocks(_denominator_block, t_arr, w_arr, m_arr, classes=classes,
+                          logits_dtype=dtype, ignore_index=ignore_index, drop_axis=dims,
+                          dtype=np.float64, chunks=_partials_chunks(x, dims),
+                          meta=np.empty((0,) * dims, np.float64))
+    return _total(parts).map_blocks(_inverse, dtype=np.float64)
+
+
 def _ce_checks(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: str,
                label_smoothing: Any, temperature: Any, z_loss: Any, softcap: Any, grad_output: Any,
                where: Any) -> tuple[bool, Any, np.dtype]:
@@ -443,16 +459,8 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
 
     inverse = None
     if reduction == "mean":
-        if index:
-            parts = da.map_blocks(_denominator_block, t_arr, w_arr, m_arr, classes=classes,
-                                  logits_dtype=x.dtype, ignore_index=ignore_index,
-                                  drop_axis=x.ndim - 1, dtype=np.float64,
-                                  chunks=_partials_chunks(x, x.ndim - 1),
-                                  meta=np.empty((0,) * (x.ndim - 1), np.float64))
-            inverse = _total(parts).map_blocks(_inverse, dtype=np.float64)
-        else:
-            rows = _count(rows_shape)
-            inverse = np.float64(1.0 / rows if rows else math.nan)
+        inverse = _mean_inverse(x, x.ndim - 1, t_arr if index else None, w_arr, m_arr, classes,
+                                x.dtype, ignore_index)
     inv_arr = None
     if want_grad and reduction == "mean":
         inv_arr = inverse.reshape((1,) * x.ndim) if isinstance(inverse, da.Array) else inverse
@@ -737,17 +745,9 @@ def _linear_graph(x: Any, linear_weight: Any, target: Any, linear_bias: Any, wei
 
     inverse = None
     if reduction == "mean":
-        if index:
-            parts = da.map_blocks(_denominator_block, t_rows[..., None],
-                                  None if w_arr is None else w_arr[..., 0], None,
-                                  classes=classes, logits_dtype=dtype, ignore_index=ignore_index,
-                                  drop_axis=dims, dtype=np.float64,
-                                  chunks=_partials_chunks(x, dims),
-                                  meta=np.empty((0,) * dims, np.float64))
-            inverse = _total(parts).map_blocks(_inverse, dtype=np.float64)
-        else:
-            rows = _count(rows_shape)
-            inverse = np.float64(1.0 / rows if rows else math.nan)
+        inverse = _mean_inverse(x, dims, t_rows[..., None] if index else None,
+                                None if w_arr is None else w_arr[..., 0], None, classes, dtype,
+                                ignore_index)
     inv_arr = None
     if want_grad and reduction == "mean":
         inv_arr = (inverse.reshape((1,) * (dims + 2)) if isinstance(inverse, da.Array)

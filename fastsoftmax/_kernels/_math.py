@@ -486,16 +486,12 @@ def _add_entries(lanes, x, g, count):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
-def _add_products(lanes, x, y, g, count, mask):
-    """lanes[k] += x[g + k] * y[g + k] for k < count (nothing where ``mask`` is False)."""
-    zero = lanes.dtype.type(0.0)
+def _add_products(lanes, x, y, g, count):
+    """lanes[k] += x[g + k] * y[g + k] for k < count."""
     xg = x[g:g + count]
     yg = y[g:g + count]
     for k in range(count):
-        t = xg[k] * yg[k]
-        if mask is not None:
-            t = t if mask[g + k] else zero
-        lanes[k] += t
+        lanes[k] += xg[k] * yg[k]
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
@@ -664,9 +660,8 @@ def row_exp_into(x, shift, scale, out, mask):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def row_dot(x, y, mask):
-    """sum_j x_j * y_j over entries where ``mask`` is True (all when None): within a block in the
-    row's dtype, across blocks in float64."""
+def row_dot(x, y):
+    """sum_j x_j * y_j: within a block in the row's dtype, across blocks in float64."""
     n = x.shape[0]
     lanes, wide = _lanes(x), _wide_lanes(x)
     L = lanes.shape[0]
@@ -676,8 +671,8 @@ def row_dot(x, y, mask):
         full = stop - (stop - start) % L
         _clear(lanes)
         for g in range(start, full, L):
-            _add_products(lanes, x, y, g, L, mask)
-        _add_products(lanes, x, y, full, stop - full, mask)
+            _add_products(lanes, x, y, g, L)
+        _add_products(lanes, x, y, full, stop - full)
         _spill(lanes, wide)
     return _total(wide)
 

@@ -93,9 +93,10 @@ def _index_loss(rest, m, zy, gap, a, b, A, s, zl):
     """A row's class-index loss and its logsumexp L = s m + log1p(rest), from ``rest`` = (sum of
     its exps taken at the row max ``m``) - 1, ``zy`` = z_y and ``gap`` = sum_c w_c (m - z_c):
     ``A log1p(rest) + s (a (m - z_y) + b gap) + zl L^2``."""
-    lse = s * np.float64(m) + np.log1p(rest)
+    log1p_rest = np.log1p(rest)
+    lse = s * np.float64(m) + log1p_rest
     own = a * (np.float64(m) - zy) if a != 0.0 else 0.0  # 0, not NaN, at z_y = -inf
-    return A * np.log1p(rest) + s * (own + b * gap) + zl * lse * lse, lse
+    return A * log1p_rest + s * (own + b * gap) + zl * lse * lse, lse
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -274,8 +275,9 @@ def _prob_row(z, t, weight, eps, zl, s, coef, grad, want_grad, mask):
         else:
             rest = row_exp_sum(z, m, s, mask)
         if rest == rest:
-            lse = s * mf + np.log1p(rest)
-            loss = A * np.log1p(rest) + s * B + zl * lse * lse
+            log1p_rest = np.log1p(rest)
+            lse = s * mf + log1p_rest
+            loss = A * log1p_rest + s * B + zl * lse * lse
             if want_grad:
                 c1 = T(coef * s * (A + 2.0 * zl * lse) / (1.0 + rest))
                 c2 = coef * s

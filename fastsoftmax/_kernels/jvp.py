@@ -26,7 +26,7 @@ def _log_softmax_vjp_row(logp, g, total, scale, out):
 
 def _jvp(p, v, scale, out):
     for i in prange(p.shape[0]):
-        dot = p.dtype.type(row_dot(p[i], v[i], None))
+        dot = p.dtype.type(row_dot(p[i], v[i]))
         # an input that is ``out`` itself is passed as ``out``: one pointer, so LLVM vectorizes
         if same_memory(p[i], out[i]):
             _jvp_row(out[i], v[i], dot, scale, out[i])
