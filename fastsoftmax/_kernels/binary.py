@@ -29,6 +29,11 @@ from ._math import BLOCK, FASTMATH, row_sum, vexp, vlog
 
 # No reassociation: the log1p trick needs (1 + e) - 1 computed as written.
 _EXACT_FLAGS = {"nsz", "contract"}
+# No FMA contraction in the elementwise formulas: LLVM contracted the vector body and the scalar
+# remainder of the same loop differently, so an element's loss moved by an ulp with its position
+# (and with the placement of ``out``, which can send a whole loop to the scalar path). The exp
+# keeps its own flags (``vexp``).
+_FLAGS = FASTMATH - {"contract"}
 
 
 @njit(fastmath=_EXACT_FLAGS, error_model="numpy", cache=True)
@@ -45,21 +50,21 @@ def log1p_small(e):
 # inspect_asm); with vexp called in the loop itself, everything inlines into ymm code.
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
 def sigmoid_from(x, e):
     """sigmoid(x) given e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) otherwise."""
     s = type(x)(1.0) / (type(x)(1.0) + e)
     return s if x >= type(x)(0.0) else e * s
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
 def log_sigmoid_from(x, e):
     """log(sigmoid(x)) = min(x, 0) - log1p(e) given e = exp(-|x|)."""
     m = x if x < type(x)(0.0) else type(x)(0.0)
     return m - log1p_small(e)
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
 def bce_from(x, e, y, w, pw):
     """(loss, d loss / dx) of one element given e = exp(-|x|):
     loss = w (pw y softplus(-x) + (1 - y) softplus(x)), softplus(x) = max(x, 0) + log1p(e)."""
@@ -76,7 +81,7 @@ def bce_from(x, e, y, w, pw):
     return loss, sig * (a + b) - a
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
 def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, inplace):
     """Losses (stored and/or summed) and scaled gradients of one block; returns the float64 sum.
 
