@@ -7,7 +7,8 @@ import pytest
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "big: out-of-cache shapes (>= 4M elements); deselect with -m 'not big'")
+        "markers", "big: out-of-cache shapes (>= 4M elements); deselect with -m 'not big'"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

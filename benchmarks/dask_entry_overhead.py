@@ -26,12 +26,31 @@ def softmax_without_check(x, axis=-1, *, temperature=1.0, out=None, where=None):
     return _rowwise(softmax_rows, x, axis, temperature, out, where)
 
 
-def cross_entropy_without_check(logits, target, *, weight=None, ignore_index=-100,
-                                reduction="mean", label_smoothing=0.0, temperature=1.0,
-                                where=None):
+def cross_entropy_without_check(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    temperature=1.0,
+    where=None,
+):
     """fs.cross_entropy as it was before the dask check."""
-    return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                1.0, False, None, where)[0]
+    return _run(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        1.0,
+        False,
+        None,
+        where,
+    )[0]
 
 
 def main() -> None:
@@ -46,19 +65,24 @@ def main() -> None:
     t = np.arange(64) % 10
     pairs = {
         "softmax": (lambda: softmax_without_check(x), lambda: fs.softmax(x)),
-        "cross_entropy": (lambda: cross_entropy_without_check(x, t),
-                          lambda: fs.cross_entropy(x, t)),
+        "cross_entropy": (
+            lambda: cross_entropy_without_check(x, t),
+            lambda: fs.cross_entropy(x, t),
+        ),
     }
     for name, (before, after) in pairs.items():
         assert np.array_equal(before(), after())
         times: tuple[list[float], list[float]] = ([], [])
         for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
-            for timer, out in zip((before, after), times):
+            for timer, out in zip((before, after), times, strict=True):
                 out.append(timeit.timeit(timer, number=args.calls) / args.calls * 1e9)
-        diffs = [b - a for a, b in zip(*times)]
-        print(f"{name}: {statistics.median(times[0]):.0f} ns without the check, "
-              f"{statistics.median(times[1]):.0f} ns with it; difference "
-              f"{statistics.median(diffs):+.0f} ns (median of {args.rounds} paired rounds)")
+        diffs = [b - a for a, b in zip(*times, strict=True)]
+        print(
+            f"{name}: {statistics.median(times[0]):.0f} ns without the check, "
+            f"{statistics.median(times[1]):.0f} ns with it; difference "
+            f"{statistics.median(diffs):+.0f} ns (median of {args.rounds} paired rounds)"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -37,12 +37,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         logits, targets = example.write_data(directory, args.tokens, args.vocab, args.block)
         gib = os.path.getsize(logits.path) / 2**30
-        print(f"{args.tokens} tokens x {args.vocab} classes float32 ({gib:.2f} GiB), blocks of "
-              f"{args.block} tokens, {os.cpu_count()} cores")
+        print(
+            f"{args.tokens} tokens x {args.vocab} classes float32 ({gib:.2f} GiB), blocks of "
+            f"{args.block} tokens, {os.cpu_count()} cores"
+        )
         rates = {}
         for workers in args.workers:
-            with example.start_cluster(workers, args.memory_limit, dashboard=False) as cluster, \
-                    Client(cluster) as client:
+            with (
+                example.start_cluster(workers, args.memory_limit, dashboard=False) as cluster,
+                Client(cluster) as client,
+            ):
                 losses, _ = example.per_token_losses(logits, targets, args.block)
                 client.compute(losses[: args.block], sync=True)  # kernels loaded on every worker
                 client.run(lambda: None)
@@ -52,16 +56,24 @@ def main() -> None:
                         start = time.perf_counter()
                         client.compute(losses, sync=True)
                         times.append(time.perf_counter() - start)
-                    block_times += [sum(s["stop"] - s["start"] for s in task["startstops"]
-                                        if s["action"] == "compute")
-                                    for task in stream.data if "_ce_block" in str(task["key"])]
+                    block_times += [
+                        sum(
+                            s["stop"] - s["start"]
+                            for s in task["startstops"]
+                            if s["action"] == "compute"
+                        )
+                        for task in stream.data
+                        if "_ce_block" in str(task["key"])
+                    ]
             seconds = statistics.median(times)
             rates[workers] = args.tokens / seconds
             block = statistics.median(block_times)
-            print(f"{workers} worker(s): {seconds:.3f} s median of {args.repeat} "
-                  f"(min {min(times):.3f}), {rates[workers] / 1e6:.3f} M tokens/s, "
-                  f"{gib / seconds:.2f} GiB/s; a block (read + loss) takes {block * 1e3:.1f} ms "
-                  f"on its worker: {args.block / block / 1e6:.3f} M tokens/s per busy worker")
+            print(
+                f"{workers} worker(s): {seconds:.3f} s median of {args.repeat} "
+                f"(min {min(times):.3f}), {rates[workers] / 1e6:.3f} M tokens/s, "
+                f"{gib / seconds:.2f} GiB/s; a block (read + loss) takes {block * 1e3:.1f} ms "
+                f"on its worker: {args.block / block / 1e6:.3f} M tokens/s per busy worker"
+            )
         base = min(rates)
         for workers, rate in rates.items():
             print(f"speed-up with {workers} worker(s): {rate / rates[base]:.2f}x")

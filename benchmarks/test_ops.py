@@ -42,8 +42,9 @@ def _params():
     for case in _bench.grid():
         marks = [pytest.mark.big] if case.big else []
         for impl in IMPLS[case.op]:
-            yield pytest.param(case, impl, id=f"{case.op}-{case.shape_str}-{case.dtype}-{impl}",
-                               marks=marks)
+            yield pytest.param(
+                case, impl, id=f"{case.op}-{case.shape_str}-{case.dtype}-{impl}", marks=marks
+            )
 
 
 @pytest.mark.parametrize(("case", "impl"), list(_params()))

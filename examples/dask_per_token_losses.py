@@ -52,14 +52,17 @@ class NpyFile:
         return np.array(np.load(self.path, mmap_mode="r")[index])
 
 
-def write_data(directory: str, tokens: int, vocab: int, block: int,
-               seed: int = 0) -> tuple[NpyFile, NpyFile]:
+def write_data(
+    directory: str, tokens: int, vocab: int, block: int, seed: int = 0
+) -> tuple[NpyFile, NpyFile]:
     """Random float32 logits (tokens, vocab) and int64 targets (tokens,), written block by
     block so that this process never holds the whole array either."""
     rng = np.random.default_rng(seed)
     files = []
-    for name, shape, dtype in (("logits", (tokens, vocab), np.float32),
-                               ("targets", (tokens,), np.int64)):
+    for name, shape, dtype in (
+        ("logits", (tokens, vocab), np.float32),
+        ("targets", (tokens,), np.int64),
+    ):
         path = os.path.join(directory, f"{name}.npy")
         out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
         for start in range(0, tokens, block):
@@ -76,9 +79,15 @@ def write_data(directory: str, tokens: int, vocab: int, block: int,
 
 def start_cluster(workers: int, memory_limit: str, dashboard: bool = True) -> LocalCluster:
     """Worker processes on 127.0.0.1 with one thread each."""
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address=":0" if dashboard else None,
-                        memory_limit=memory_limit, silence_logs=40)
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0" if dashboard else None,
+        memory_limit=memory_limit,
+        silence_logs=40,
+    )
 
 
 def per_token_losses(logits_file: NpyFile, targets_file: NpyFile, block: int):
@@ -101,12 +110,16 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         logits_file, targets_file = write_data(directory, args.tokens, args.vocab, args.block)
         size = os.path.getsize(logits_file.path)
-        print(f"logits on disk: {logits_file.shape} float32, {size / 2**20:.0f} MiB; "
-              f"{args.workers} workers with memory_limit={args.memory_limit} each")
+        print(
+            f"logits on disk: {logits_file.shape} float32, {size / 2**20:.0f} MiB; "
+            f"{args.workers} workers with memory_limit={args.memory_limit} each"
+        )
         with start_cluster(args.workers, args.memory_limit) as cluster, Client(cluster) as client:
             served = importlib.util.find_spec("bokeh") is not None
-            print(f"dashboard: {cluster.dashboard_link}" + ("" if served else
-                  " (not served without bokeh: pip install 'dask[diagnostics]')"))
+            print(
+                f"dashboard: {cluster.dashboard_link}"
+                + ("" if served else " (not served without bokeh: pip install 'dask[diagnostics]')")
+            )
             losses, mean = per_token_losses(logits_file, targets_file, args.block)
             start = time.perf_counter()
             losses, mean = client.compute([losses, mean], sync=True)
@@ -116,10 +129,14 @@ def main(argv: list[str] | None = None) -> dict:
         expected = fs.cross_entropy(logits_file[first], targets_file[first], reduction="none")
         assert np.array_equal(losses[first], expected), "differs from the NumPy call"
         assert np.isclose(mean, losses.astype(np.float64).mean(), rtol=1e-6)
-        print(f"per-token losses: {losses.shape}, mean {mean:.6f}, equal to the NumPy call "
-              f"on the first block")
-        print(f"{seconds:.2f} s: {args.tokens / seconds / 1e6:.2f} M tokens/s, "
-              f"{size / seconds / 2**30:.2f} GiB/s of logits")
+        print(
+            f"per-token losses: {losses.shape}, mean {mean:.6f}, equal to the NumPy call "
+            f"on the first block"
+        )
+        print(
+            f"{seconds:.2f} s: {args.tokens / seconds / 1e6:.2f} M tokens/s, "
+            f"{size / seconds / 2**30:.2f} GiB/s of logits"
+        )
     return {"tokens_per_s": args.tokens / seconds, "seconds": seconds, "mean": float(mean)}
 
 

@@ -39,8 +39,10 @@ def load_data(seed: int, dtype: np.dtype):
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError:  # pragma: no cover - depends on the environment
-        sys.exit("this example needs scikit-learn: pip install scikit-learn "
-                 "(or pip install -e \".[examples]\")")
+        sys.exit(
+            "this example needs scikit-learn: pip install scikit-learn "
+            '(or pip install -e ".[examples]")'
+        )
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(dtype)
     return train_test_split(X, y.astype(np.int64), test_size=0.25, stratify=y, random_state=seed)
@@ -49,8 +51,9 @@ def load_data(seed: int, dtype: np.dtype):
 class MLP:
     """64 -> hidden (ReLU) -> 10, He-initialized, with its Adam state."""
 
-    def __init__(self, n_in: int, n_hidden: int, n_out: int, rng: np.random.Generator,
-                 dtype: np.dtype):
+    def __init__(
+        self, n_in: int, n_hidden: int, n_out: int, rng: np.random.Generator, dtype: np.dtype
+    ):
         self.params = {
             "W1": (rng.standard_normal((n_in, n_hidden)) * np.sqrt(2.0 / n_in)).astype(dtype),
             "b1": np.zeros(n_hidden, dtype=dtype),
@@ -65,11 +68,12 @@ class MLP:
         p = self.params
         return np.maximum(X @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]
 
-    def adam_step(self, grads: dict, lr: float, beta1: float = 0.9, beta2: float = 0.999,
-                  eps: float = 1e-8) -> None:
+    def adam_step(
+        self, grads: dict, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
         self.t += 1
-        c1 = 1.0 - beta1 ** self.t
-        c2 = 1.0 - beta2 ** self.t
+        c1 = 1.0 - beta1**self.t
+        c2 = 1.0 - beta2**self.t
         for k, g in grads.items():
             m, v = self.m[k], self.v[k]
             m *= beta1
@@ -92,8 +96,17 @@ class Run:
     loss_seconds: float = 0.0  # inside cross_entropy_with_grad only
 
 
-def train(backend: str, data, *, epochs: int, batch_size: int, lr: float, seed: int,
-          dtype: np.dtype, log=print) -> Run:
+def train(
+    backend: str,
+    data,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    dtype: np.dtype,
+    log=print,
+) -> Run:
     ce_with_grad = BACKENDS[backend].cross_entropy_with_grad
     X_train, X_test, y_train, y_test = data
     rng = np.random.default_rng(seed)
@@ -109,7 +122,7 @@ def train(backend: str, data, *, epochs: int, batch_size: int, lr: float, seed: 
         order = rng.permutation(n)
         total = 0.0
         for b in range(0, n, batch_size):
-            idx = order[b:b + batch_size]
+            idx = order[b : b + batch_size]
             xb, yb = X_train[idx], y_train[idx]
             # forward
             h_pre = xb @ p["W1"] + p["b1"]
@@ -124,18 +137,26 @@ def train(backend: str, data, *, epochs: int, batch_size: int, lr: float, seed: 
             # backward
             dh = dlogits @ p["W2"].T
             dh[h_pre <= 0] = 0
-            grads = {"W1": xb.T @ dh, "b1": dh.sum(axis=0), "W2": h.T @ dlogits,
-                     "b2": dlogits.sum(axis=0)}
+            grads = {
+                "W1": xb.T @ dh,
+                "b1": dh.sum(axis=0),
+                "W2": h.T @ dlogits,
+                "b2": dlogits.sum(axis=0),
+            }
             model.adam_step(grads, lr)
         run.losses.append(total / n)
         run.train_accuracy.append(float(np.mean(np.argmax(model.logits(X_train), 1) == y_train)))
         run.test_accuracy.append(float(np.mean(np.argmax(model.logits(X_test), 1) == y_test)))
         run.loss_seconds += loss_time
-        log(f"[{backend}] {epoch:5d}  {run.losses[-1]:.5f}  {run.train_accuracy[-1]:9.4f}"
-            f"  {run.test_accuracy[-1]:8.4f}  {time.perf_counter() - t0:6.3f}s ({loss_time * 1e3:.1f} ms)")
+        log(
+            f"[{backend}] {epoch:5d}  {run.losses[-1]:.5f}  {run.train_accuracy[-1]:9.4f}"
+            f"  {run.test_accuracy[-1]:8.4f}  {time.perf_counter() - t0:6.3f}s ({loss_time * 1e3:.1f} ms)"
+        )
     run.seconds = time.perf_counter() - start
-    log(f"[{backend}] final test accuracy {run.test_accuracy[-1]:.4f}; training {run.seconds:.3f}s, "
-        f"of which {run.loss_seconds:.3f}s in cross_entropy_with_grad")
+    log(
+        f"[{backend}] final test accuracy {run.test_accuracy[-1]:.4f}; training {run.seconds:.3f}s, "
+        f"of which {run.loss_seconds:.3f}s in cross_entropy_with_grad"
+    )
     return run
 
 
@@ -143,11 +164,15 @@ def compare(fast: Run, reference: Run, log=print) -> float:
     """Print how far apart the two runs are; return the largest relative batch-loss difference."""
     a, b = np.array(fast.batch_losses), np.array(reference.batch_losses)
     worst = float(np.max(np.abs(a - b) / np.abs(b)))
-    log(f"largest relative difference between the batch losses: {worst:.2e} "
-        f"over {len(a)} minibatches")
-    log(f"time in the loss function: fast {fast.loss_seconds:.3f}s, reference "
+    log(
+        f"largest relative difference between the batch losses: {worst:.2e} "
+        f"over {len(a)} minibatches"
+    )
+    log(
+        f"time in the loss function: fast {fast.loss_seconds:.3f}s, reference "
         f"{reference.loss_seconds:.3f}s ({reference.loss_seconds / fast.loss_seconds:.1f}x); "
-        f"whole loop: fast {fast.seconds:.3f}s, reference {reference.seconds:.3f}s")
+        f"whole loop: fast {fast.seconds:.3f}s, reference {reference.seconds:.3f}s"
+    )
     return worst
 
 
@@ -177,15 +202,25 @@ def main(argv=None, log=print) -> dict:
     args = parse_args(argv)
     dtype = np.dtype(args.dtype)
     data = load_data(args.seed, dtype)
-    log(f"digits: {len(data[0])} train / {len(data[1])} test images; MLP 64-128-10, Adam "
-        f"lr={args.lr}, batch {args.batch_size}, {args.dtype}")
+    log(
+        f"digits: {len(data[0])} train / {len(data[1])} test images; MLP 64-128-10, Adam "
+        f"lr={args.lr}, batch {args.batch_size}, {args.dtype}"
+    )
     fastsoftmax.cross_entropy_with_grad(np.zeros((2, 10), dtype), np.zeros(2, np.int64))  # compile
     backends = ["fast", "reference"] if args.backend == "both" else [args.backend]
     results = {}
     with _single_threaded_blas():
         for backend in backends:
-            results[backend] = train(backend, data, epochs=args.epochs, batch_size=args.batch_size,
-                                     lr=args.lr, seed=args.seed, dtype=dtype, log=log)
+            results[backend] = train(
+                backend,
+                data,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                dtype=dtype,
+                log=log,
+            )
     if args.backend == "both":
         results["max_rel_diff"] = compare(results["fast"], results["reference"], log=log)
     return results

@@ -53,7 +53,9 @@ class WordLM:
         f32 = np.float32
         self.p = {
             "E": (rng.standard_normal((vocab, embed)) * 0.1).astype(f32),
-            "W1": (rng.standard_normal((context * embed, hidden)) / np.sqrt(context * embed)).astype(f32),
+            "W1": (
+                rng.standard_normal((context * embed, hidden)) / np.sqrt(context * embed)
+            ).astype(f32),
             "b1": np.zeros(hidden, f32),
             "W": (rng.standard_normal((vocab, hidden)) / np.sqrt(hidden)).astype(f32),  # (V, H)
             "b": np.zeros(vocab, f32),
@@ -87,6 +89,7 @@ class WordLM:
 def fused(chunk_size: int):
     def loss_and_grads(h, W, y, b):
         return fs.linear_cross_entropy_with_grad(h, W, y, linear_bias=b, chunk_size=chunk_size)
+
     return loss_and_grads
 
 
@@ -125,8 +128,10 @@ def main(argv=None, log=print) -> dict:
     split = int(0.9 * len(tokens))
     model = WordLM(len(vocab), args.context, args.embed, args.hidden, rng)
     loss_fn = unfused if args.unfused else fused(args.chunk_size)
-    log(f"{len(tokens)} tokens, vocabulary {len(vocab)}, batch {args.batch}, context {args.context}, "
-        f"{'unfused' if args.unfused else f'fused (chunks of {args.chunk_size} rows)'}")
+    log(
+        f"{len(tokens)} tokens, vocabulary {len(vocab)}, batch {args.batch}, context {args.context}, "
+        f"{'unfused' if args.unfused else f'fused (chunks of {args.chunk_size} rows)'}"
+    )
 
     def batch(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         starts = rng.integers(lo, hi - args.context - 1, args.batch)
@@ -149,10 +154,17 @@ def main(argv=None, log=print) -> dict:
     mem_fused = peak_bytes(fused(args.chunk_size), h, W, y, b)
     mem_unfused = peak_bytes(unfused, h, W, y, b)
     logits_mb = h.shape[0] * W.shape[0] * 4 / 2**20
-    log(f"peak NumPy memory of one loss + gradient step: fused {mem_fused / 2**20:.1f} MB, "
-        f"unfused {mem_unfused / 2**20:.1f} MB (the logits alone: {logits_mb:.1f} MB)")
-    return {"losses": losses, "val_loss": val, "vocab": len(vocab), "mem_fused": mem_fused,
-            "mem_unfused": mem_unfused}
+    log(
+        f"peak NumPy memory of one loss + gradient step: fused {mem_fused / 2**20:.1f} MB, "
+        f"unfused {mem_unfused / 2**20:.1f} MB (the logits alone: {logits_mb:.1f} MB)"
+    )
+    return {
+        "losses": losses,
+        "val_loss": val,
+        "vocab": len(vocab),
+        "mem_fused": mem_fused,
+        "mem_unfused": mem_unfused,
+    }
 
 
 if __name__ == "__main__":

@@ -59,17 +59,22 @@ IMPL_LABELS = {
 #: What each implementation runs, per op (shown under the tables and stored in the JSON).
 IMPL_NOTES = {
     "softmax": {
-        "fastsoftmax": "fs.softmax(x)", "fastsoftmax_out": "fs.softmax(x, out=buf)",
-        "reference": "fastsoftmax.reference.softmax(x)", "scipy": "scipy.special.softmax(x, axis=-1)",
+        "fastsoftmax": "fs.softmax(x)",
+        "fastsoftmax_out": "fs.softmax(x, out=buf)",
+        "reference": "fastsoftmax.reference.softmax(x)",
+        "scipy": "scipy.special.softmax(x, axis=-1)",
         "torch": "torch.softmax(x, -1)",
     },
     "log_softmax": {
-        "fastsoftmax": "fs.log_softmax(x)", "fastsoftmax_out": "fs.log_softmax(x, out=buf)",
+        "fastsoftmax": "fs.log_softmax(x)",
+        "fastsoftmax_out": "fs.log_softmax(x, out=buf)",
         "reference": "fastsoftmax.reference.log_softmax(x)",
-        "scipy": "scipy.special.log_softmax(x, axis=-1)", "torch": "torch.log_softmax(x, -1)",
+        "scipy": "scipy.special.log_softmax(x, axis=-1)",
+        "torch": "torch.log_softmax(x, -1)",
     },
     "softmax_jvp": {
-        "fastsoftmax": "fs.softmax_jvp(p, v)", "fastsoftmax_out": "fs.softmax_jvp(p, v, out=buf)",
+        "fastsoftmax": "fs.softmax_jvp(p, v)",
+        "fastsoftmax_out": "fs.softmax_jvp(p, v, out=buf)",
         "reference": "fastsoftmax.reference.softmax_jvp(p, v) (full C x C Jacobian + einsum)",
         "torch": "torch.ops.aten._softmax_backward_data(v, p, -1, dtype)",
     },
@@ -79,7 +84,7 @@ IMPL_NOTES = {
         "reference": "fastsoftmax.reference.cross_entropy_with_grad(z, y)",
         "torch": "F.cross_entropy(z.requires_grad_(), y); loss.backward()",
         "torch_aten": "aten._log_softmax + nll_loss_forward + nll_loss_backward"
-                      " + _log_softmax_backward_data (no autograd)",
+        " + _log_softmax_backward_data (no autograd)",
     },
     "cross_entropy_backward": {
         "fastsoftmax": "fs.cross_entropy_backward(z, y)",
@@ -135,10 +140,22 @@ class Settings:
     reference_max_elements: int | None  # bigger cases skip the reference (None: never skip)
 
 
-QUICK = Settings("quick", min_time=0.03, min_repeats=1, max_repeats=15, sample_time=1e-3,
-                 reference_max_elements=2_000_000)
-FULL = Settings("full", min_time=0.2, min_repeats=5, max_repeats=200, sample_time=2e-3,
-                reference_max_elements=None)
+QUICK = Settings(
+    "quick",
+    min_time=0.03,
+    min_repeats=1,
+    max_repeats=15,
+    sample_time=1e-3,
+    reference_max_elements=2_000_000,
+)
+FULL = Settings(
+    "full",
+    min_time=0.2,
+    min_repeats=5,
+    max_repeats=200,
+    sample_time=2e-3,
+    reference_max_elements=None,
+)
 
 
 @dataclass
@@ -151,8 +168,11 @@ class Timing:
     number: int
 
 
-def grid(ops: Iterable[str] | None = None, shapes: Iterable[tuple[int, int]] | None = None,
-         dtypes: Iterable[str] | None = None) -> list[Case]:
+def grid(
+    ops: Iterable[str] | None = None,
+    shapes: Iterable[tuple[int, int]] | None = None,
+    dtypes: Iterable[str] | None = None,
+) -> list[Case]:
     """The cases, shape-major (then dtype, then op) so that each input array is made once."""
     ops = tuple(OPS if ops is None else ops)
     shapes = tuple(SHAPES if shapes is None else shapes)
@@ -259,16 +279,22 @@ def _scipy_special():
 def reference_status(case: Case, settings: Settings | None = None) -> str | None:
     """Why the reference is not timed on ``case`` (None when it is)."""
     rows, classes = case.shape
-    if case.op == "softmax_jvp" and (classes > 1000 or rows * classes * classes > JVP_REFERENCE_LIMIT):
+    if case.op == "softmax_jvp" and (
+        classes > 1000 or rows * classes * classes > JVP_REFERENCE_LIMIT
+    ):
         return "n/a: C x C Jacobians too big"
-    if settings is not None and settings.reference_max_elements is not None \
-            and case.elements > settings.reference_max_elements:
+    if (
+        settings is not None
+        and settings.reference_max_elements is not None
+        and case.elements > settings.reference_max_elements
+    ):
         return f"skipped in --{settings.name} (use --full)"
     return None
 
 
-def implementations(case: Case, inputs: dict[str, np.ndarray],
-                    settings: Settings | None = None) -> dict[str, Callable[[], Any] | str]:
+def implementations(
+    case: Case, inputs: dict[str, np.ndarray], settings: Settings | None = None
+) -> dict[str, Callable[[], Any] | str]:
     """The calls to time for ``case``: key -> zero-argument callable, or a string saying why not.
 
     Keys are those of :data:`IMPL_LABELS` that apply to the op (scipy has only softmax and
@@ -337,6 +363,7 @@ def _torch_cross_entropy(torch, op: str, x: np.ndarray, y: np.ndarray) -> dict[s
     mean, ignore = 1, -100  # aten's Reduction::Mean, F.cross_entropy's default ignore_index
 
     if op == "cross_entropy_with_grad":
+
         def autograd():
             z = xt.detach().requires_grad_(True)
             loss = F.cross_entropy(z, yt)
@@ -394,8 +421,9 @@ def measure(fn: Callable[[], Any], settings: Settings, max_repeats: int | None =
         samples = [first] if number == 1 else []
         began = time.perf_counter()
         least = min(settings.min_repeats, cap)
-        while len(samples) < cap and (len(samples) < least
-                                      or time.perf_counter() - began < settings.min_time):
+        while len(samples) < cap and (
+            len(samples) < least or time.perf_counter() - began < settings.min_time
+        ):
             start = time.perf_counter()
             for _ in range(number):
                 fn()
@@ -403,13 +431,20 @@ def measure(fn: Callable[[], Any], settings: Settings, max_repeats: int | None =
     finally:
         if gc_enabled:
             gc.enable()
-    return Timing(median=statistics.median(samples), min=min(samples), repeats=len(samples),
-                  number=number)
+    return Timing(
+        median=statistics.median(samples), min=min(samples), repeats=len(samples), number=number
+    )
 
 
-def run(cases: Sequence[Case], settings: Settings = QUICK, *, impls: Iterable[str] | None = None,
-        max_repeats: int | None = None, statistic: str = "median",
-        progress: Callable[[int, int, Case, str], None] | None = None) -> list[dict[str, Any]]:
+def run(
+    cases: Sequence[Case],
+    settings: Settings = QUICK,
+    *,
+    impls: Iterable[str] | None = None,
+    max_repeats: int | None = None,
+    statistic: str = "median",
+    progress: Callable[[int, int, Case, str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Time every case; return one JSON-ready dict per case (see :func:`case_result`).
 
     ``impls`` restricts the implementations (keys of :data:`IMPL_LABELS`); ``statistic`` ("median"
@@ -421,7 +456,9 @@ def run(cases: Sequence[Case], settings: Settings = QUICK, *, impls: Iterable[st
     wanted = set(IMPL_LABELS if impls is None else impls)
     unknown = wanted - set(IMPL_LABELS)
     if unknown:
-        raise ValueError(f"unknown implementation(s) {sorted(unknown)}; expected some of {list(IMPL_LABELS)}")
+        raise ValueError(
+            f"unknown implementation(s) {sorted(unknown)}; expected some of {list(IMPL_LABELS)}"
+        )
     results = []
     copies: dict[tuple[tuple[int, int], str], Timing] = {}
     try:
@@ -449,28 +486,44 @@ def run(cases: Sequence[Case], settings: Settings = QUICK, *, impls: Iterable[st
     return results
 
 
-def case_result(case: Case, timings: dict[str, Timing | str], copy: Timing,
-                statistic: str = "median") -> dict[str, Any]:
+def case_result(
+    case: Case, timings: dict[str, Timing | str], copy: Timing, statistic: str = "median"
+) -> dict[str, Any]:
     """The JSON record of one case: times, GB/s, % of the copy bandwidth and speedups, the derived
     numbers computed from each implementation's ``statistic`` time (median or min)."""
     nbytes = op_bytes(case)
     copy_bytes = 2 * case.elements * np.dtype(case.dtype).itemsize
     record: dict[str, Any] = {
-        "op": case.op, "shape": list(case.shape), "dtype": case.dtype, "id": case.id,
-        "big": case.big, "bytes": nbytes, "statistic": statistic,
-        "impls": {name: ({"status": "ok", **asdict(t)} if isinstance(t, Timing) else {"status": t})
-                  for name, t in timings.items()},
-        "copyto": {"bytes": copy_bytes, "gbps": copy_bytes / getattr(copy, statistic) / 1e9,
-                   **asdict(copy)},
+        "op": case.op,
+        "shape": list(case.shape),
+        "dtype": case.dtype,
+        "id": case.id,
+        "big": case.big,
+        "bytes": nbytes,
+        "statistic": statistic,
+        "impls": {
+            name: ({"status": "ok", **asdict(t)} if isinstance(t, Timing) else {"status": t})
+            for name, t in timings.items()
+        },
+        "copyto": {
+            "bytes": copy_bytes,
+            "gbps": copy_bytes / getattr(copy, statistic) / 1e9,
+            **asdict(copy),
+        },
     }
     ok = {name: getattr(t, statistic) for name, t in timings.items() if isinstance(t, Timing)}
-    bw_from = "fastsoftmax_out" if "fastsoftmax_out" in ok else "fastsoftmax" if "fastsoftmax" in ok else None
+    bw_from = (
+        "fastsoftmax_out"
+        if "fastsoftmax_out" in ok
+        else "fastsoftmax"
+        if "fastsoftmax" in ok
+        else None
+    )
     fast = "fastsoftmax" if "fastsoftmax" in ok else bw_from
     record["gbps"] = nbytes / ok[bw_from] / 1e9 if bw_from else None
     record["gbps_from"] = bw_from
     record["pct_copyto"] = 100.0 * record["gbps"] / record["copyto"]["gbps"] if bw_from else None
-    record["speedup"] = {name: ok[name] / ok[fast]
-                         for name in BASELINES if name in ok and fast}
+    record["speedup"] = {name: ok[name] / ok[fast] for name in BASELINES if name in ok and fast}
     return record
 
 
@@ -537,8 +590,9 @@ def _cpu_name() -> str:
 
 
 def format_header(env: dict[str, Any]) -> str:
-    versions = "  ".join(f"{k} {env[k]}" for k in ("fastsoftmax", "numpy", "numba", "scipy", "torch")
-                         if env.get(k))
+    versions = "  ".join(
+        f"{k} {env[k]}" for k in ("fastsoftmax", "numpy", "numba", "scipy", "torch") if env.get(k)
+    )
     lines = [
         f"fastsoftmax benchmark ({env.get('mode') or 'custom'})",
         f"versions: {versions}  python {env['python']}",
@@ -548,8 +602,10 @@ def format_header(env: dict[str, Any]) -> str:
     ]
     load, cores = env.get("load_average"), env.get("cpu_count") or 1
     if load is not None and load > 0.5 * cores:
-        lines.append(f"warning: load average {load:g} on {cores} cores before the run: other "
-                     "processes compete for the cores and the times will be noisy (--stat min helps)")
+        lines.append(
+            f"warning: load average {load:g} on {cores} cores before the run: other "
+            "processes compete for the cores and the times will be noisy (--stat min helps)"
+        )
     return "\n".join(lines)
 
 
@@ -570,8 +626,13 @@ def _cell(impl: dict[str, Any] | None, statistic: str = "median") -> str:
         return ""
     if impl["status"] == "ok":
         return format_time(impl[statistic])
-    return "n/a" if impl["status"].startswith("n/a") else "skip" if impl["status"].startswith("skip") \
+    return (
+        "n/a"
+        if impl["status"].startswith("n/a")
+        else "skip"
+        if impl["status"].startswith("skip")
         else "-"
+    )
 
 
 def _ratio(value: float | None) -> str:
@@ -580,14 +641,27 @@ def _ratio(value: float | None) -> str:
 
 def _markdown(headers: list[str], rows: list[list[str]], left: int) -> list[str]:
     """An aligned markdown table; the first ``left`` columns are left-aligned, the rest right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
 
     def line(cells):
-        return "| " + " | ".join(c.ljust(w) if i < left else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i < left else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
 
-    rule = "|" + "|".join(("-" * (w + 2)) if i < left else ("-" * (w + 1) + ":")
-                          for i, w in enumerate(widths)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 2)) if i < left else ("-" * (w + 1) + ":") for i, w in enumerate(widths)
+        )
+        + "|"
+    )
     return [line(headers), rule] + [line(r) for r in rows]
 
 
@@ -599,8 +673,13 @@ def format_tables(results: Sequence[dict[str, Any]]) -> str:
         recs = [r for r in results if r["op"] == op]
         if not recs:
             continue
-        recs.sort(key=lambda r: (shape_rank.get(r["id"].split("|")[1], len(SHAPES)),
-                                 r["shape"][0] * r["shape"][1], r["dtype"]))
+        recs.sort(
+            key=lambda r: (
+                shape_rank.get(r["id"].split("|")[1], len(SHAPES)),
+                r["shape"][0] * r["shape"][1],
+                r["dtype"],
+            )
+        )
         present = [k for k in IMPL_LABELS if any(k in r["impls"] for r in recs)]
         headers = ["shape", "dtype"]
         for k in present:
@@ -630,10 +709,12 @@ def format_tables(results: Sequence[dict[str, Any]]) -> str:
         out.extend(f"- {IMPL_LABELS[k]}: `{notes[k]}`" for k in present if k in notes)
         out.append("")
     stat = results[0]["statistic"] if results else "median"
-    out.append(f"Times are the {stat} per call. GB/s: bytes the op must read and write over the time of "
-               "the out= call; % copy: that over np.copyto's bandwidth on the same arrays in this run. "
-               "vs X: X's time / fastsoftmax's time (both allocating their result); > 1 means "
-               "fastsoftmax is faster. n/a: not feasible; skip: skipped in --quick.")
+    out.append(
+        f"Times are the {stat} per call. GB/s: bytes the op must read and write over the time of "
+        "the out= call; % copy: that over np.copyto's bandwidth on the same arrays in this run. "
+        "vs X: X's time / fastsoftmax's time (both allocating their result); > 1 means "
+        "fastsoftmax is faster. n/a: not feasible; skip: skipped in --quick."
+    )
     return "\n".join(out)
 
 
@@ -642,12 +723,16 @@ def _summary(recs: Sequence[dict[str, Any]]) -> list[str]:
     for k in BASELINES:
         values = [r["speedup"][k] for r in recs if k in r["speedup"]]
         if values:
-            lines.append(f"speedup vs {IMPL_LABELS[k]}: median {statistics.median(values):.2f}x, "
-                         f"min {min(values):.2f}x, max {max(values):.2f}x over {len(values)} cases")
+            lines.append(
+                f"speedup vs {IMPL_LABELS[k]}: median {statistics.median(values):.2f}x, "
+                f"min {min(values):.2f}x, max {max(values):.2f}x over {len(values)} cases"
+            )
     big = [r["pct_copyto"] for r in recs if r["big"] and r["pct_copyto"] is not None]
     if big:
-        lines.append(f"% of np.copyto bandwidth on big shapes (>= {BIG_ELEMENTS:,} elements): "
-                     f"median {statistics.median(big):.0f}%, min {min(big):.0f}%")
+        lines.append(
+            f"% of np.copyto bandwidth on big shapes (>= {BIG_ELEMENTS:,} elements): "
+            f"median {statistics.median(big):.0f}%, min {min(big):.0f}%"
+        )
     return lines
 
 
@@ -689,15 +774,17 @@ def plot(results: Sequence[dict[str, Any]], path: str) -> None:
     for r in results:
         vals = [r["speedup"][k] for k in keys if k in r["speedup"]]
         if vals:
-            bars.setdefault(r["op"], {}).setdefault(r["dtype"], []).append((r["id"].split("|")[1], min(vals)))
+            bars.setdefault(r["op"], {}).setdefault(r["dtype"], []).append(
+                (r["id"].split("|")[1], min(vals))
+            )
     values = [v for per_dt in bars.values() for pairs in per_dt.values() for _, v in pairs] or [1.0]
     low, high = min(min(values), 0.5) / 1.5, max(max(values), 2.0) * 1.5
-    ticks = [m * 10.0 ** e for e in range(-3, 5) for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+    ticks = [m * 10.0**e for e in range(-3, 5) for m in (1, 2, 5) if low <= m * 10.0**e <= high]
 
     fig = Figure(figsize=(10, 0.6 + 2.4 * max(1, len(ops))), layout="constrained")
     fig.suptitle(f"fastsoftmax speedup over {base} (time ratio, > 1: fastsoftmax is faster)")
     axes = fig.subplots(len(ops), 1, squeeze=False, sharey=True)[:, 0]
-    for ax, op in zip(axes, ops):
+    for ax, op in zip(axes, ops, strict=True):
         shapes = list(dict.fromkeys(r["id"].split("|")[1] for r in results if r["op"] == op))
         per_dtype = bars.get(op, {})
         width = 0.8 / max(1, len(per_dtype))
@@ -706,8 +793,11 @@ def plot(results: Sequence[dict[str, Any]], path: str) -> None:
             ys = [v for _, v in pairs]
             # bars grow from 1 (equal speed): up when fastsoftmax is faster, down when slower
             drawn = ax.bar(xs, [y - 1.0 for y in ys], bottom=1.0, width=width, label=dt)
-            ax.bar_label(drawn, labels=[f"{y:.0f}" if y >= 100 else f"{y:.2g}" for y in ys],
-                         fontsize="x-small")
+            ax.bar_label(
+                drawn,
+                labels=[f"{y:.0f}" if y >= 100 else f"{y:.2g}" for y in ys],
+                fontsize="x-small",
+            )
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_ylim(low, high)
@@ -719,7 +809,7 @@ def plot(results: Sequence[dict[str, Any]], path: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     handles, labels = [], []
     for ax in axes:  # one legend for the figure: the dtypes are the same in every panel
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)

@@ -61,6 +61,7 @@ def _call(impl: str, x: np.ndarray, w: np.ndarray, y: np.ndarray):
             z = x @ w.T
             loss, g = fs.cross_entropy_with_grad(z, y, out=z)
             return loss, g @ w, g.T @ x
+
         return unfused
     import torch
 
@@ -74,6 +75,7 @@ def _call(impl: str, x: np.ndarray, w: np.ndarray, y: np.ndarray):
         loss = F.linear_cross_entropy(xt, wt, yt, options=options)
         loss.backward()
         return loss.item(), xt.grad, wt.grad
+
     return torch_call
 
 
@@ -128,15 +130,31 @@ def worker(impl: str, n: int, h: int, v: int, repeats: int, threads: int) -> dic
         fn()
         times.append(time.perf_counter() - start)
     times = times or [first]
-    return {"impl": impl, "shape": [n, h, v], "median": statistics.median(times), "min": min(times),
-            "repeats": len(times), "peak_extra_bytes": peak, "peak_reset": exact,
-            "logits_bytes": n * v * 4, "dw_bytes": v * h * 4, "dx_bytes": n * h * 4}
+    return {
+        "impl": impl,
+        "shape": [n, h, v],
+        "median": statistics.median(times),
+        "min": min(times),
+        "repeats": len(times),
+        "peak_extra_bytes": peak,
+        "peak_reset": exact,
+        "logits_bytes": n * v * 4,
+        "dw_bytes": v * h * 4,
+        "dx_bytes": n * h * 4,
+    }
 
 
 def measure(impl: str, shape: tuple[int, int, int], repeats: int, threads: int) -> dict[str, Any]:
     """Run :func:`worker` in a fresh interpreter; an error becomes ``{"error": ...}``."""
-    cmd = [sys.executable, "-m", "fastsoftmax._bench_linear", impl, *map(str, shape), str(repeats),
-           str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastsoftmax._bench_linear",
+        impl,
+        *map(str, shape),
+        str(repeats),
+        str(threads),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -154,8 +172,9 @@ def available(impl: str) -> bool:
     return hasattr(torch.nn, "LinearCrossEntropyOptions")
 
 
-def run(shapes=QUICK_LM_SHAPES, repeats: int = 2, threads: int = 2, impls=IMPLS,
-        progress=None) -> list[dict[str, Any]]:
+def run(
+    shapes=QUICK_LM_SHAPES, repeats: int = 2, threads: int = 2, impls=IMPLS, progress=None
+) -> list[dict[str, Any]]:
     results = []
     for shape in shapes:
         for impl in impls:
@@ -170,10 +189,13 @@ def run(shapes=QUICK_LM_SHAPES, repeats: int = 2, threads: int = 2, impls=IMPLS,
 def format_table(results: list[dict[str, Any]]) -> str:
     """Markdown: per shape and implementation, time, peak extra memory, and ratios to fastsoftmax."""
     mb = 2.0**20
-    lines = ["## linear_cross_entropy: forward + backward, float32 (each in a fresh process)", "",
-             "| N x H x V | implementation | median | min | peak extra MB | time / fastsoftmax "
-             "| memory / fastsoftmax |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## linear_cross_entropy: forward + backward, float32 (each in a fresh process)",
+        "",
+        "| N x H x V | implementation | median | min | peak extra MB | time / fastsoftmax "
+        "| memory / fastsoftmax |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for shape in dict.fromkeys(tuple(r["shape"]) for r in results):
         rows = [r for r in results if tuple(r["shape"]) == shape]
         ours = next((r for r in rows if r["impl"] == "fastsoftmax" and "error" not in r), None)
@@ -184,18 +206,23 @@ def format_table(results: list[dict[str, Any]]) -> str:
                 continue
             t = f"{r['median'] / ours['median']:.2f}" if ours else "-"
             m = f"{r['peak_extra_bytes'] / ours['peak_extra_bytes']:.2f}" if ours else "-"
-            lines.append(f"| {label} | {r['impl']} | {r['median']:.3f} s | {r['min']:.3f} s | "
-                         f"{r['peak_extra_bytes'] / mb:.0f} | {t} | {m} |")
+            lines.append(
+                f"| {label} | {r['impl']} | {r['median']:.3f} s | {r['min']:.3f} s | "
+                f"{r['peak_extra_bytes'] / mb:.0f} | {t} | {m} |"
+            )
         first = rows[0]
         if "error" not in first:
-            lines.append(f"| {'x'.join(map(str, shape))} | sizes | logits "
-                         f"{first['logits_bytes'] / mb:.0f} MB | dW {first['dw_bytes'] / mb:.0f} MB"
-                         f" | dx {first['dx_bytes'] / mb:.0f} MB | | |")
+            lines.append(
+                f"| {'x'.join(map(str, shape))} | sizes | logits "
+                f"{first['logits_bytes'] / mb:.0f} MB | dW {first['dw_bytes'] / mb:.0f} MB"
+                f" | dx {first['dx_bytes'] / mb:.0f} MB | | |"
+            )
     lines += [""] + [f"- {k}: `{v}`" for k, v in NOTES.items()]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     impl_arg, n_arg, h_arg, v_arg, rep_arg, thr_arg = sys.argv[1:7]
-    print(json.dumps(worker(impl_arg, int(n_arg), int(h_arg), int(v_arg), int(rep_arg),
-                            int(thr_arg))))
+    print(
+        json.dumps(worker(impl_arg, int(n_arg), int(h_arg), int(v_arg), int(rep_arg), int(thr_arg)))
+    )

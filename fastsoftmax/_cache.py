@@ -104,7 +104,9 @@ def _private_cache_dir() -> str:
     is never used.
     """
     uid = os.getuid() if hasattr(os, "getuid") else None
-    path = os.path.join(tempfile.gettempdir(), f"fastsoftmax-numba-{uid if uid is not None else 'user'}")
+    path = os.path.join(
+        tempfile.gettempdir(), f"fastsoftmax-numba-{uid if uid is not None else 'user'}"
+    )
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.lstat(path)
@@ -135,7 +137,9 @@ def choose_cache_dir() -> CacheDir | None:
 
 
 # Chosen once per process, at the first kernel decoration.
-chosen_cache_dir: Callable[[], CacheDir | None] = functools.lru_cache(maxsize=None)(choose_cache_dir)
+chosen_cache_dir: Callable[[], CacheDir | None] = functools.lru_cache(maxsize=None)(
+    choose_cache_dir
+)
 
 
 def _in_package(py_file: str) -> bool:
@@ -152,8 +156,9 @@ class PackageCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheL
     def __init__(self, py_func: Callable, py_file: str, root: str) -> None:
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        subdir = os.path.relpath(os.path.dirname(os.path.realpath(py_file)),
-                                 os.path.realpath(PACKAGE_DIR))
+        subdir = os.path.relpath(
+            os.path.dirname(os.path.realpath(py_file)), os.path.realpath(PACKAGE_DIR)
+        )
         self._cache_path = os.path.normpath(os.path.join(root, subdir))
 
     def get_cache_path(self) -> str:
@@ -178,11 +183,15 @@ def install() -> None:
     """Insert PackageCacheLocator into numba's locators, after NUMBA_CACHE_DIR's (idempotent)."""
     # CacheImpl and UserProvidedCacheLocator in numba 0.68, underscore-prefixed in older releases
     impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
-    user_provided = (getattr(caching, "UserProvidedCacheLocator", None)
-                     or caching._UserProvidedCacheLocator)
+    user_provided = (
+        getattr(caching, "UserProvidedCacheLocator", None) or caching._UserProvidedCacheLocator
+    )
     locators = impl._locator_classes
     # drop a copy from an earlier import of this module (importlib.reload)
-    locators[:] = [c for c in locators if (c.__module__, c.__qualname__)
-                   != (__name__, PackageCacheLocator.__qualname__)]
+    locators[:] = [
+        c
+        for c in locators
+        if (c.__module__, c.__qualname__) != (__name__, PackageCacheLocator.__qualname__)
+    ]
     position = next((i + 1 for i, c in enumerate(locators) if issubclass(c, user_provided)), 0)
     locators.insert(position, PackageCacheLocator)

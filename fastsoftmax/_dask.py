@@ -33,7 +33,8 @@ import os
 import re
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dask
 import dask.array as da
@@ -72,8 +73,10 @@ def _user_stacklevel() -> int:
 
 def _no_out(out: Any) -> None:
     if out is not None:
-        raise TypeError("out is not supported for dask arrays: the result is a lazy dask array "
-                        "(write it with dask.array.store or to_zarr)")
+        raise TypeError(
+            "out is not supported for dask arrays: the result is a lazy dask array "
+            "(write it with dask.array.store or to_zarr)"
+        )
 
 
 def _stand_in(shape: tuple[float, ...], dtype: np.dtype) -> np.ndarray:
@@ -103,14 +106,20 @@ def _aligned(a: Any, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]
         a = np.asarray(a)
         a = da.from_array(a, chunks=a.shape)
     lead = len(shape) - a.ndim
-    want = tuple(chunks[lead + i] if _same((a.shape[i],), (shape[lead + i],)) and a.shape[i] != 1
-                 else (a.shape[i],) for i in range(a.ndim))
+    want = tuple(
+        chunks[lead + i]
+        if _same((a.shape[i],), (shape[lead + i],)) and a.shape[i] != 1
+        else (a.shape[i],)
+        for i in range(a.ndim)
+    )
     return a if all(map(_same, a.chunks, want)) else a.rechunk(want)
 
 
 def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     """Equal lengths or chunks, where dask's NaN (unknown) equals NaN."""
-    return len(a) == len(b) and all(x == y or math.isnan(x) and math.isnan(y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        x == y or math.isnan(x) and math.isnan(y) for x, y in zip(a, b, strict=True)
+    )
 
 
 def _whole_axis(x: da.Array, axis: int, what: str = "class axis") -> da.Array:
@@ -120,7 +129,10 @@ def _whole_axis(x: da.Array, axis: int, what: str = "class axis") -> da.Array:
     warnings.warn(
         f"the {what} (axis {axis}) is split into {x.numblocks[axis]} chunks; rechunking it to "
         "one chunk, since each row must be whole in one block (chunk along the other axes only "
-        "to avoid this copy)", PerformanceWarning, stacklevel=_user_stacklevel())
+        "to avoid this copy)",
+        PerformanceWarning,
+        stacklevel=_user_stacklevel(),
+    )
     return x.rechunk({axis: -1})
 
 
@@ -138,9 +150,11 @@ _INDEX = re.compile(r"at index \(([\d, ]*)\)")
 
 def _global_message(exc: ValueError, start: tuple[int, ...]) -> ValueError:
     """The NumPy message with a block's ``at index (i, j)`` counted in the whole array."""
+
     def shift(m: re.Match) -> str:
         local = [int(i) for i in m.group(1).replace(" ", "").split(",") if i]
-        return f"at index {tuple(i + s for i, s in zip(local, start))}"
+        return f"at index {tuple(i + s for i, s in zip(local, start, strict=True))}"
+
     return ValueError(_INDEX.sub(shift, str(exc)))
 
 
@@ -157,8 +171,15 @@ def _fsum(partials: np.ndarray) -> np.ndarray:
 def _total(partials: da.Array) -> da.Array:
     """The correctly rounded sum of one float64 partial per block, as a 0-d dask array."""
     grid = partials.rechunk(partials.shape) if partials.ndim else partials
-    return da.blockwise(_fsum, (), grid, tuple(range(grid.ndim)), concatenate=True,
-                        dtype=np.float64, meta=np.empty((), np.float64))
+    return da.blockwise(
+        _fsum,
+        (),
+        grid,
+        tuple(range(grid.ndim)),
+        concatenate=True,
+        dtype=np.float64,
+        meta=np.empty((), np.float64),
+    )
 
 
 def _inverse(denominator: np.ndarray) -> np.ndarray:
@@ -176,8 +197,10 @@ def _count(shape: tuple[float, ...]) -> int:
     """The number of entries of ``shape``, for a "mean" over rows or elements."""
     n = math.prod(shape)
     if math.isnan(n):
-        raise ValueError("reduction='mean' over a dask array of unknown chunk sizes: call "
-                         "compute_chunk_sizes() on it first")
+        raise ValueError(
+            "reduction='mean' over a dask array of unknown chunk sizes: call "
+            "compute_chunk_sizes() on it first"
+        )
     return n
 
 
@@ -214,18 +237,27 @@ def _rowwise(fn: Callable, x: Any, axis: Any, temperature: Any, out: Any, where:
     if where is None:
         return x.map_blocks(fn, axis=axis, temperature=temperature, dtype=dtype)
     _check_where(where, x.shape, axis)
-    return da.map_blocks(_masked, fn, x, _aligned(where, x.shape, x.chunks), axis=axis,
-                         temperature=temperature, dtype=dtype)
+    return da.map_blocks(
+        _masked,
+        fn,
+        x,
+        _aligned(where, x.shape, x.chunks),
+        axis=axis,
+        temperature=temperature,
+        dtype=dtype,
+    )
 
 
-def softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None,
-            where: Any = None) -> da.Array:
+def softmax(
+    x: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None, where: Any = None
+) -> da.Array:
     """Lazy :func:`fastsoftmax.softmax`."""
     return _rowwise(_softmax, x, axis, temperature, out, where)
 
 
-def log_softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None,
-                where: Any = None) -> da.Array:
+def log_softmax(
+    x: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None, where: Any = None
+) -> da.Array:
     """Lazy :func:`fastsoftmax.log_softmax`."""
     return _rowwise(_log_softmax, x, axis, temperature, out, where)
 
@@ -237,7 +269,7 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False, out: Any = None
     _no_out(out)
     dtype = _logsumexp(_probe(x, (axis,)), axis=axis).dtype
     if keepdims:
-        chunks = x.chunks[:axis] + ((1,),) + x.chunks[axis + 1:]
+        chunks = x.chunks[:axis] + ((1,),) + x.chunks[axis + 1 :]
         return x.map_blocks(_logsumexp, axis=axis, keepdims=True, chunks=chunks, dtype=dtype)
     return x.map_blocks(_logsumexp, axis=axis, drop_axis=axis, dtype=dtype)
 
@@ -250,12 +282,14 @@ def softmax_jacobian(probs: Any, axis: int = -1) -> da.Array:
     axis = v.normalize_axis(axis, np.ndim(probs))
     p = da.moveaxis(_main(probs, axis), axis, -1)
     dtype = _softmax_jacobian(_probe(p, (p.ndim - 1,))).dtype
-    return p.map_blocks(_softmax_jacobian, new_axis=p.ndim, chunks=p.chunks + (p.chunks[-1],),
-                        dtype=dtype)
+    return p.map_blocks(
+        _softmax_jacobian, new_axis=p.ndim, chunks=p.chunks + (p.chunks[-1],), dtype=dtype
+    )
 
 
-def _product(fn: Callable, a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any,
-             out: Any) -> da.Array:
+def _product(
+    fn: Callable, a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any, out: Any
+) -> da.Array:
     v.common_dtype(_meta(a), _meta(b), names=names)  # dtype errors, as NumPy
     v.check_same_shape(_meta(a), _meta(b), *names)
     axis = v.normalize_axis(axis, np.ndim(a))
@@ -266,23 +300,27 @@ def _product(fn: Callable, a: Any, b: Any, names: tuple[str, str], axis: Any, te
     return da.map_blocks(fn, a, b, axis=axis, temperature=temperature, dtype=dtype)
 
 
-def softmax_jvp(probs: Any, tangent: Any, axis: int = -1, *, temperature: float = 1.0,
-                out: Any = None) -> da.Array:
+def softmax_jvp(
+    probs: Any, tangent: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None
+) -> da.Array:
     """Lazy :func:`fastsoftmax.softmax_jvp`."""
     return _product(_softmax_jvp, probs, tangent, ("probs", "tangent"), axis, temperature, out)
 
 
-def softmax_vjp(probs: Any, cotangent: Any, axis: int = -1, *, temperature: float = 1.0,
-                out: Any = None) -> da.Array:
+def softmax_vjp(
+    probs: Any, cotangent: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None
+) -> da.Array:
     """Lazy :func:`fastsoftmax.softmax_vjp`."""
     return _product(_softmax_jvp, probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
 
 
-def log_softmax_vjp(log_probs: Any, cotangent: Any, axis: int = -1, *, temperature: float = 1.0,
-                    out: Any = None) -> da.Array:
+def log_softmax_vjp(
+    log_probs: Any, cotangent: Any, axis: int = -1, *, temperature: float = 1.0, out: Any = None
+) -> da.Array:
     """Lazy :func:`fastsoftmax.log_softmax_vjp`."""
-    return _product(_log_softmax_vjp, log_probs, cotangent, ("log_probs", "cotangent"), axis,
-                    temperature, out)
+    return _product(
+        _log_softmax_vjp, log_probs, cotangent, ("log_probs", "cotangent"), axis, temperature, out
+    )
 
 
 # --------------------------------------------------------------------------- shared by the losses
@@ -298,7 +336,8 @@ def _grad_output(g: Any, reduction: str, shape: tuple[int, ...]) -> Any:
     ``shape`` (reduction "none")."""
     meta = _meta(g)
     if meta.dtype.kind not in "biuf" or not (
-            meta.ndim == 0 or reduction == "none" and meta.shape == shape):
+        meta.ndim == 0 or reduction == "none" and meta.shape == shape
+    ):
         v.check_grad_output(meta, reduction, shape)  # raises the NumPy error
     if isinstance(g, da.Array):
         return g
@@ -326,8 +365,9 @@ def _partial_array(loss: Any, dims: int) -> np.ndarray:
     return np.full((1,) * dims, np.float64(loss))
 
 
-def _reduced(partials: da.Array, reduction: str, denominator: Any, dtype: np.dtype,
-             divide: bool) -> da.Array:
+def _reduced(
+    partials: da.Array, reduction: str, denominator: Any, dtype: np.dtype, divide: bool
+) -> da.Array:
     """The 0-d loss from per-block partials: the sum, or for "mean" the sum times (or over)
     the global denominator, in the order the NumPy function uses, cast to ``dtype``."""
     total = _total(partials)
@@ -339,9 +379,21 @@ def _reduced(partials: da.Array, reduction: str, denominator: Any, dtype: np.dty
 # --------------------------------------------------------------------------- cross-entropy
 
 
-def _ce_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, g: Any, inv: Any, *,
-              index: bool, options: dict, reduction: str, want_loss: bool, want_grad: bool,
-              block_info: dict | None = None) -> Any:
+def _ce_block(
+    z: np.ndarray,
+    t: np.ndarray,
+    w: Any,
+    mask: Any,
+    g: Any,
+    inv: Any,
+    *,
+    index: bool,
+    options: dict,
+    reduction: str,
+    want_loss: bool,
+    want_grad: bool,
+    block_info: dict | None = None,
+) -> Any:
     """One block of rows through the NumPy cross-entropy: its loss (per row for "none", else
     the float64 partial sum) and/or its gradient."""
     dims = z.ndim - 1
@@ -354,10 +406,21 @@ def _ce_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, g: Any, inv: Any,
     if inv is not None:  # the "mean" gradient: grad_output / global denominator, with "sum"
         g = _scalar(g) * _scalar(inv)
     try:
-        loss, grad = _ce_run(_widened(z, reduction), t, w, options["ignore_index"],
-                             "none" if reduction == "none" else "sum", options["label_smoothing"],
-                             options["temperature"], options["z_loss"], options["softcap"], g,
-                             want_grad, None, mask)
+        loss, grad = _ce_run(
+            _widened(z, reduction),
+            t,
+            w,
+            options["ignore_index"],
+            "none" if reduction == "none" else "sum",
+            options["label_smoothing"],
+            options["temperature"],
+            options["z_loss"],
+            options["softcap"],
+            g,
+            want_grad,
+            None,
+            mask,
+        )
     except ValueError as exc:
         raise _global_message(exc, _block_start(block_info, dims)) from None
     grad = _rounded(grad, z)
@@ -368,9 +431,16 @@ def _ce_block(z: np.ndarray, t: np.ndarray, w: Any, mask: Any, g: Any, inv: Any,
     return loss if want_loss else grad
 
 
-def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
-                       logits_dtype: np.dtype, ignore_index: int,
-                       block_info: dict | None = None) -> np.ndarray:
+def _denominator_block(
+    t: np.ndarray,
+    w: Any,
+    mask: Any,
+    *,
+    classes: int,
+    logits_dtype: np.dtype,
+    ignore_index: int,
+    block_info: dict | None = None,
+) -> np.ndarray:
     """A block's "mean" denominator for class-index targets: the sum of ``w[target]`` over rows
     neither ignored nor masked entirely, accumulated in row order (the NumPy kernel may add in
     another order: equal when the sums are exact, e.g. without weights). Reads no logits."""
@@ -378,8 +448,17 @@ def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
     if isinstance(w, np.ndarray):
         w = w.reshape(-1)
     try:
-        args = v.cross_entropy_args(_stand_in(t.shape + (classes,), logits_dtype), t, w,
-                                    ignore_index, "sum", 0.0, 1.0, 1.0, mask)
+        args = v.cross_entropy_args(
+            _stand_in(t.shape + (classes,), logits_dtype),
+            t,
+            w,
+            ignore_index,
+            "sum",
+            0.0,
+            1.0,
+            1.0,
+            mask,
+        )
     except ValueError as exc:
         raise _global_message(exc, _block_start(block_info, t.ndim)) from None
     labels = args.target[args.target != ignore_index]
@@ -387,8 +466,16 @@ def _denominator_block(t: np.ndarray, w: Any, mask: Any, *, classes: int,
     return _partial_array(weights[-1] if weights.size else 0.0, t.ndim)
 
 
-def _mean_inverse(x: da.Array, dims: int, t_arr: da.Array | None, w_arr: Any, m_arr: Any,
-                  classes: int, dtype: np.dtype, ignore_index: int) -> Any:
+def _mean_inverse(
+    x: da.Array,
+    dims: int,
+    t_arr: da.Array | None,
+    w_arr: Any,
+    m_arr: Any,
+    classes: int,
+    dtype: np.dtype,
+    ignore_index: int,
+) -> Any:
     """1 / the global "mean" denominator of a cross-entropy over the rows of ``x`` (its first
     ``dims`` axes): the weighted count of class-index targets ``t_arr`` (a trailing axis of 1)
     summed over the blocks in one task, lazily; the number of rows for probability targets
@@ -396,22 +483,42 @@ def _mean_inverse(x: da.Array, dims: int, t_arr: da.Array | None, w_arr: Any, m_
     if t_arr is None:
         rows = _count(x.shape[:dims])
         return np.float64(1.0 / rows if rows else math.nan)
-    parts = da.map_blocks(_denominator_block, t_arr, w_arr, m_arr, classes=classes,
-                          logits_dtype=dtype, ignore_index=ignore_index, drop_axis=dims,
-                          dtype=np.float64, chunks=_partials_chunks(x, dims),
-                          meta=np.empty((0,) * dims, np.float64))
+    parts = da.map_blocks(
+        _denominator_block,
+        t_arr,
+        w_arr,
+        m_arr,
+        classes=classes,
+        logits_dtype=dtype,
+        ignore_index=ignore_index,
+        drop_axis=dims,
+        dtype=np.float64,
+        chunks=_partials_chunks(x, dims),
+        meta=np.empty((0,) * dims, np.float64),
+    )
     return _total(parts).map_blocks(_inverse, dtype=np.float64)
 
 
-def _ce_checks(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: str,
-               label_smoothing: Any, temperature: Any, z_loss: Any, softcap: Any, grad_output: Any,
-               where: Any) -> tuple[bool, Any, np.dtype]:
+def _ce_checks(
+    logits: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: str,
+    label_smoothing: Any,
+    temperature: Any,
+    z_loss: Any,
+    softcap: Any,
+    grad_output: Any,
+    where: Any,
+) -> tuple[bool, Any, np.dtype]:
     """The NumPy checks of a cross-entropy call that the graph can make before any block is
     read; returns (class-index target?, grad_output as a float or array, result dtype)."""
     z, t = _meta(logits), _meta(target)
     if z.ndim == 0:  # the NumPy checks give the error
-        v.cross_entropy_args(z, t, None, ignore_index, reduction, label_smoothing, temperature,
-                             1.0, None)
+        v.cross_entropy_args(
+            z, t, None, ignore_index, reduction, label_smoothing, temperature, 1.0, None
+        )
     batch, classes = z.shape[:-1], z.shape[-1]
     index = t.dtype.kind in "iu"
     if t.dtype.kind not in "iuf" or t.shape != (batch if index else z.shape):
@@ -424,21 +531,57 @@ def _ce_checks(logits: Any, target: Any, weight: Any, ignore_index: Any, reducti
     # the other checks (dtypes, options, NumPy weight values) on a one-row probe of each argument
     probe_w = weight if not isinstance(weight, da.Array) else _probe(weight, (0,))
     probe_m = None if where is None else np.ones(_probe(where, (np.ndim(where) - 1,)).shape, bool)
-    _, probe = _ce_run(_probe(z, (z.ndim - 1,)), _probe(t, () if index else (t.ndim - 1,)),
-                       probe_w, ignore_index, reduction, label_smoothing, temperature, z_loss,
-                       softcap, g if isinstance(g, float) else _probe(g), True, None, probe_m)
+    _, probe = _ce_run(
+        _probe(z, (z.ndim - 1,)),
+        _probe(t, () if index else (t.ndim - 1,)),
+        probe_w,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        g if isinstance(g, float) else _probe(g),
+        True,
+        None,
+        probe_m,
+    )
     if index and not isinstance(target, da.Array):  # NumPy labels: checked whole now, as NumPy
         v.check_target(t, z.shape, ignore_index, probe.dtype)
     return index, g, probe.dtype
 
 
-def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
-              label_smoothing: Any, temperature: Any, z_loss: Any, softcap: Any, grad_output: Any,
-              out: Any, where: Any, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+def _ce_graph(
+    logits: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    temperature: Any,
+    z_loss: Any,
+    softcap: Any,
+    grad_output: Any,
+    out: Any,
+    where: Any,
+    want_loss: bool,
+    want_grad: bool,
+) -> tuple[Any, Any]:
     """The lazy cross-entropy: (loss or None, gradient or None)."""
     reduction = v.check_reduction(reduction)
-    index, g, dtype = _ce_checks(logits, target, weight, ignore_index, reduction,
-                                 label_smoothing, temperature, z_loss, softcap, grad_output, where)
+    index, g, dtype = _ce_checks(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        grad_output,
+        where,
+    )
     if want_grad:
         _no_out(out)
     x = _main(logits, np.ndim(logits) - 1)
@@ -451,40 +594,72 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
         t_arr = _aligned(target, x.shape, x.chunks)
     w_arr = None
     if weight is not None:  # one key in the graph (a constant would be copied into every task)
-        w = weight if isinstance(weight, da.Array) else da.from_array(
-            v.check_weight(weight, classes, dtype))
+        w = (
+            weight
+            if isinstance(weight, da.Array)
+            else da.from_array(v.check_weight(weight, classes, dtype))
+        )
         w_arr = w.rechunk(-1).reshape((1,) * (x.ndim - 1) + (classes,))
     m_arr = None if where is None else _aligned(where, x.shape, x.chunks)
     g_arr = g if isinstance(g, float) else _aligned(g, rows_shape, row_chunks)[..., None]
 
     inverse = None
     if reduction == "mean":
-        inverse = _mean_inverse(x, x.ndim - 1, t_arr if index else None, w_arr, m_arr, classes,
-                                x.dtype, ignore_index)
+        inverse = _mean_inverse(
+            x, x.ndim - 1, t_arr if index else None, w_arr, m_arr, classes, x.dtype, ignore_index
+        )
     inv_arr = None
     if want_grad and reduction == "mean":
         inv_arr = inverse.reshape((1,) * x.ndim) if isinstance(inverse, da.Array) else inverse
 
-    kwargs = dict(index=index, options=dict(ignore_index=ignore_index,
-                                            label_smoothing=label_smoothing,
-                                            temperature=temperature, z_loss=z_loss,
-                                            softcap=softcap),
-                  reduction=reduction, want_loss=want_loss, want_grad=want_grad)
+    kwargs = dict(
+        index=index,
+        options=dict(
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            temperature=temperature,
+            z_loss=z_loss,
+            softcap=softcap,
+        ),
+        reduction=reduction,
+        want_loss=want_loss,
+        want_grad=want_grad,
+    )
     args = (x, t_arr, w_arr, m_arr, g_arr, inv_arr)
     reduced = reduction != "none"
     loss_chunks = _partials_chunks(x, x.ndim - 1) if reduced else row_chunks
     loss_dtype = np.dtype(np.float64) if reduced else dtype
     loss = grad = None
     if want_loss and want_grad:
-        pairs = da.map_blocks(_ce_block, *args, **kwargs, drop_axis=x.ndim - 1, chunks=loss_chunks,
-                              dtype=object, meta=np.empty((0,) * (x.ndim - 1), object))
-        loss = pairs.map_blocks(operator.itemgetter(0), dtype=loss_dtype,
-                                meta=np.empty((0,) * (x.ndim - 1), loss_dtype))
-        grad = pairs.map_blocks(operator.itemgetter(1), new_axis=x.ndim - 1, chunks=x.chunks,
-                                dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
+        pairs = da.map_blocks(
+            _ce_block,
+            *args,
+            **kwargs,
+            drop_axis=x.ndim - 1,
+            chunks=loss_chunks,
+            dtype=object,
+            meta=np.empty((0,) * (x.ndim - 1), object),
+        )
+        loss = pairs.map_blocks(
+            operator.itemgetter(0), dtype=loss_dtype, meta=np.empty((0,) * (x.ndim - 1), loss_dtype)
+        )
+        grad = pairs.map_blocks(
+            operator.itemgetter(1),
+            new_axis=x.ndim - 1,
+            chunks=x.chunks,
+            dtype=dtype,
+            meta=np.empty((0,) * x.ndim, dtype),
+        )
     elif want_loss:
-        loss = da.map_blocks(_ce_block, *args, **kwargs, drop_axis=x.ndim - 1, chunks=loss_chunks,
-                             dtype=loss_dtype, meta=np.empty((0,) * (x.ndim - 1), loss_dtype))
+        loss = da.map_blocks(
+            _ce_block,
+            *args,
+            **kwargs,
+            drop_axis=x.ndim - 1,
+            chunks=loss_chunks,
+            dtype=loss_dtype,
+            meta=np.empty((0,) * (x.ndim - 1), loss_dtype),
+        )
     else:
         grad = da.map_blocks(_ce_block, *args, **kwargs, dtype=dtype)
     if loss is not None and reduced:
@@ -492,32 +667,103 @@ def _ce_graph(logits: Any, target: Any, weight: Any, ignore_index: Any, reductio
     return loss, grad
 
 
-def cross_entropy(logits: Any, target: Any, *, weight: Any = None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
-                  z_loss: float = 0.0, softcap: Any = None, where: Any = None) -> da.Array:
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: Any = None,
+    where: Any = None,
+) -> da.Array:
     """Lazy :func:`fastsoftmax.cross_entropy` (a 0-d dask array for "mean"/"sum")."""
-    return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
-                     temperature, z_loss, softcap, 1.0, None, where, True, False)[0]
+    return _ce_graph(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        1.0,
+        None,
+        where,
+        True,
+        False,
+    )[0]
 
 
-def cross_entropy_backward(logits: Any, target: Any, *, weight: Any = None,
-                           ignore_index: int = -100, reduction: str = "mean",
-                           label_smoothing: float = 0.0, temperature: float = 1.0,
-                           z_loss: float = 0.0, softcap: Any = None, grad_output: Any = 1.0,
-                           out: Any = None, where: Any = None) -> da.Array:
+def cross_entropy_backward(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: Any = None,
+    grad_output: Any = 1.0,
+    out: Any = None,
+    where: Any = None,
+) -> da.Array:
     """Lazy :func:`fastsoftmax.cross_entropy_backward`."""
-    return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
-                     temperature, z_loss, softcap, grad_output, out, where, False, True)[1]
+    return _ce_graph(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        grad_output,
+        out,
+        where,
+        False,
+        True,
+    )[1]
 
 
-def cross_entropy_with_grad(logits: Any, target: Any, *, weight: Any = None,
-                            ignore_index: int = -100, reduction: str = "mean",
-                            label_smoothing: float = 0.0, temperature: float = 1.0,
-                            z_loss: float = 0.0, softcap: Any = None, out: Any = None,
-                            where: Any = None) -> tuple[da.Array, da.Array]:
+def cross_entropy_with_grad(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: Any = None,
+    out: Any = None,
+    where: Any = None,
+) -> tuple[da.Array, da.Array]:
     """Lazy :func:`fastsoftmax.cross_entropy_with_grad`: (loss, gradient), one pass per block."""
-    return _ce_graph(logits, target, weight, ignore_index, reduction, label_smoothing,
-                     temperature, z_loss, softcap, 1.0, out, where, True, True)
+    return _ce_graph(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        1.0,
+        out,
+        where,
+        True,
+        True,
+    )
 
 
 # --------------------------------------------------------------------------- selective log-softmax
@@ -529,15 +775,25 @@ _AT = re.compile(r" at \(([\d, ]*)\) is out of range")
 def _shifted(exc: ValueError, start: tuple[int, ...]) -> ValueError:
     """A block's ``index value v at (i, k) is out of range`` counted in the whole array (the
     axis of K selected classes is never split: its coordinate stays)."""
+
     def shift(m: re.Match) -> str:
         local = [int(i) for i in m.group(1).replace(" ", "").split(",") if i]
         offsets = list(start) + [0] * (len(local) - len(start))
-        return f" at {tuple(i + s for i, s in zip(local, offsets))} is out of range"
+        return f" at {tuple(i + s for i, s in zip(local, offsets, strict=True))} is out of range"
+
     return ValueError(_AT.sub(shift, str(exc)))
 
 
-def _selective_block(z: np.ndarray, idx: np.ndarray, g: Any, *, temperature: Any, vjp: bool,
-                     per_row: bool, block_info: dict | None = None) -> np.ndarray:
+def _selective_block(
+    z: np.ndarray,
+    idx: np.ndarray,
+    g: Any,
+    *,
+    temperature: Any,
+    vjp: bool,
+    per_row: bool,
+    block_info: dict | None = None,
+) -> np.ndarray:
     """One block of rows through the NumPy selective log-softmax or its VJP. Blocks are laid out
     as logits ``(rows..., C, 1)`` and index and cotangent ``(rows..., 1, K)`` (``(rows..., 1, 1)``
     for one class per row), so that C and K are separate axes."""
@@ -553,8 +809,9 @@ def _selective_block(z: np.ndarray, idx: np.ndarray, g: Any, *, temperature: Any
     return result[..., None, None] if per_row else result[..., None, :]
 
 
-def _selective_graph(logits: Any, index: Any, cotangent: Any, temperature: Any, out: Any,
-                     vjp: bool) -> da.Array:
+def _selective_graph(
+    logits: Any, index: Any, cotangent: Any, temperature: Any, out: Any, vjp: bool
+) -> da.Array:
     """The lazy selective log-softmax (``vjp`` False) or its VJP."""
     z = _meta(logits)
     i = None if index is None else _meta(index)
@@ -563,8 +820,9 @@ def _selective_graph(logits: Any, index: Any, cotangent: Any, temperature: Any, 
     # index dtype on one-row probes; then the shapes, the cotangent, NumPy index values
     k_axis = i is not None and i.ndim == dims + 1
     probe_z = _probe(logits, (dims,))
-    probe_i = None if i is None else np.zeros((1,) * max(dims, 0) + i.shape[dims:] * k_axis,
-                                              i.dtype)
+    probe_i = (
+        None if i is None else np.zeros((1,) * max(dims, 0) + i.shape[dims:] * k_axis, i.dtype)
+    )
     dtype = _selective_log_softmax(probe_z, probe_i, temperature=temperature).dtype
     if not (i.ndim in (dims, dims + 1) and _same(i.shape[:dims], z.shape[:dims])):
         v.check_class_index(i, z.shape)  # raises the NumPy error
@@ -572,8 +830,9 @@ def _selective_graph(logits: Any, index: Any, cotangent: Any, temperature: Any, 
         c = None if cotangent is None else _meta(cotangent)
         v.as_float_array(None if c is None else _probe(cotangent), "cotangent")
         if not _same(c.shape, i.shape):
-            raise ValueError(f"cotangent has shape {c.shape}; it must match index's shape "
-                             f"{i.shape}")
+            raise ValueError(
+                f"cotangent has shape {c.shape}; it must match index's shape {i.shape}"
+            )
         _no_out(out)
     if not isinstance(index, da.Array):  # NumPy indices: checked whole now, as NumPy
         v.check_class_index(index, z.shape)
@@ -588,11 +847,15 @@ def _selective_graph(logits: Any, index: Any, cotangent: Any, temperature: Any, 
         return _aligned(a, rows_shape + (k,), row_chunks + ((k,),))[..., None, :]
 
     args = (x[..., None], layout(index), layout(cotangent) if vjp else None)
-    kwargs = dict(temperature=temperature, vjp=vjp, per_row=not k_axis, dtype=dtype,
-                  meta=np.empty((0,) * (dims + 2), dtype))
+    kwargs = dict(
+        temperature=temperature,
+        vjp=vjp,
+        per_row=not k_axis,
+        dtype=dtype,
+        meta=np.empty((0,) * (dims + 2), dtype),
+    )
     if vjp:
-        return da.map_blocks(_selective_block, *args, **kwargs,
-                             chunks=x.chunks + ((1,),))[..., 0]
+        return da.map_blocks(_selective_block, *args, **kwargs, chunks=x.chunks + ((1,),))[..., 0]
     lazy = da.map_blocks(_selective_block, *args, **kwargs, chunks=row_chunks + ((1,), (k,)))
     return lazy[..., 0, :] if k_axis else lazy[..., 0, 0]
 
@@ -602,8 +865,9 @@ def selective_log_softmax(logits: Any, index: Any, *, temperature: float = 1.0) 
     return _selective_graph(logits, index, None, temperature, None, False)
 
 
-def selective_log_softmax_vjp(logits: Any, index: Any, cotangent: Any, *,
-                              temperature: float = 1.0, out: Any = None) -> da.Array:
+def selective_log_softmax_vjp(
+    logits: Any, index: Any, cotangent: Any, *, temperature: float = 1.0, out: Any = None
+) -> da.Array:
     """Lazy :func:`fastsoftmax.selective_log_softmax_vjp`, over blocks of whole rows (bit for
     bit)."""
     return _selective_graph(logits, index, cotangent, temperature, out, True)
@@ -612,9 +876,20 @@ def selective_log_softmax_vjp(logits: Any, index: Any, cotangent: Any, *,
 # --------------------------------------------------------------------------- linear cross-entropy
 
 
-def _linear_block(x: np.ndarray, t: np.ndarray, w_lin: np.ndarray, b: Any, w: Any, inv: Any, *,
-                  index: bool, options: dict, reduction: str, want_grad: bool,
-                  block_info: dict | None = None) -> Any:
+def _linear_block(
+    x: np.ndarray,
+    t: np.ndarray,
+    w_lin: np.ndarray,
+    b: Any,
+    w: Any,
+    inv: Any,
+    *,
+    index: bool,
+    options: dict,
+    reduction: str,
+    want_grad: bool,
+    block_info: dict | None = None,
+) -> Any:
     """One block of rows through the NumPy linear cross-entropy with reduction "sum" (or
     "none"): its loss (per row, or the partial sum) or the tuple (loss, dx, dW, db), the
     gradients scaled by the global "mean" factor ``inv``. Blocks are laid out as x
@@ -626,8 +901,9 @@ def _linear_block(x: np.ndarray, t: np.ndarray, w_lin: np.ndarray, b: Any, w: An
     w_lin = w_lin.reshape(w_lin.shape[-2:])
     b = None if b is None else b.reshape(-1)
     w = None if w is None else w.reshape(-1)
-    kwargs = dict(linear_bias=b, weight=w, reduction="none" if reduction == "none" else "sum",
-                  **options)
+    kwargs = dict(
+        linear_bias=b, weight=w, reduction="none" if reduction == "none" else "sum", **options
+    )
     try:
         if not want_grad:
             loss = _linear_cross_entropy(x, w_lin, t, **kwargs)
@@ -666,19 +942,32 @@ def _grads_final(acc: tuple, inv: Any, dtype: np.dtype) -> tuple[np.ndarray, Any
     """(dW, db) times the "mean" factor (in float64, rounded once) in the result dtype."""
     dw, db = acc
     if inv is not None and not math.isnan(_scalar(inv)):  # NaN: set by the blocks
-        dw = np.multiply(dw, _scalar(inv), out=np.empty_like(dw), dtype=np.float64,
-                         casting="unsafe")
+        dw = np.multiply(
+            dw, _scalar(inv), out=np.empty_like(dw), dtype=np.float64, casting="unsafe"
+        )
         db = None if db is None else db * _scalar(inv)
     return dw, None if db is None else db.astype(dtype)
 
 
-def _linear_checks(x: Any, linear_weight: Any, target: Any, linear_bias: Any, weight: Any,
-                   ignore_index: Any, reduction: str, label_smoothing: Any, temperature: Any,
-                   z_loss: Any, softcap: Any, chunk_size: Any) -> tuple[bool, np.dtype]:
+def _linear_checks(
+    x: Any,
+    linear_weight: Any,
+    target: Any,
+    linear_bias: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: str,
+    label_smoothing: Any,
+    temperature: Any,
+    z_loss: Any,
+    softcap: Any,
+    chunk_size: Any,
+) -> tuple[bool, np.dtype]:
     """The NumPy checks of a linear cross-entropy call that the graph can make before any block
     is read; returns (class-index target?, result dtype)."""
-    xm, wm, bm, tm = (None if a is None else _meta(a) for a in (x, linear_weight, linear_bias,
-                                                                   target))
+    xm, wm, bm, tm = (
+        None if a is None else _meta(a) for a in (x, linear_weight, linear_bias, target)
+    )
     if xm is None or wm is None:
         v.check_linear(xm, wm, bm)  # raises the NumPy error
     names = ("x", "linear_weight", "linear_bias")
@@ -688,8 +977,11 @@ def _linear_checks(x: Any, linear_weight: Any, target: Any, linear_bias: Any, we
     classes = wm.shape[0]
     batch = xm.shape[:-1]
     index = tm is not None and tm.dtype.kind in "iu"
-    if tm is None or tm.dtype.kind not in "iuf" or not _same(
-            tm.shape, batch if index else batch + (classes,)):
+    if (
+        tm is None
+        or tm.dtype.kind not in "iuf"
+        or not _same(tm.shape, batch if index else batch + (classes,))
+    ):
         v.check_target(tm, batch + (classes,), 0, dtype)  # raises the NumPy error
     if isinstance(weight, da.Array) and weight.shape != (classes,):
         v.check_weight(_meta(weight), classes, dtype)  # raises the NumPy error
@@ -701,10 +993,19 @@ def _linear_checks(x: Any, linear_weight: Any, target: Any, linear_bias: Any, we
     probe_w = None if weight is None else np.zeros(1, _meta(weight).dtype)
     probe_b = None if bm is None else np.zeros(1, bm.dtype)
     _, dx, _, _ = _linear_cross_entropy_with_grad(
-        np.zeros(rows + (1,), xm.dtype), np.zeros((1, 1), wm.dtype), probe_t,
-        linear_bias=probe_b, weight=probe_w, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, temperature=temperature, z_loss=z_loss,
-        softcap=softcap, chunk_size=chunk_size)
+        np.zeros(rows + (1,), xm.dtype),
+        np.zeros((1, 1), wm.dtype),
+        probe_t,
+        linear_bias=probe_b,
+        weight=probe_w,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        z_loss=z_loss,
+        softcap=softcap,
+        chunk_size=chunk_size,
+    )
     if index and not isinstance(target, da.Array):  # NumPy labels: checked whole now, as NumPy
         v.check_target(target, batch + (classes,), ignore_index, dx.dtype)
     return index, dx.dtype
@@ -719,14 +1020,37 @@ def _whole(a: Any, dims: int, trailing: int) -> da.Array:
     return a[(None,) * dims + (Ellipsis,) + (None,) * trailing]
 
 
-def _linear_graph(x: Any, linear_weight: Any, target: Any, linear_bias: Any, weight: Any,
-                  ignore_index: Any, reduction: Any, label_smoothing: Any, temperature: Any,
-                  z_loss: Any, softcap: Any, chunk_size: Any, want_grad: bool) -> Any:
+def _linear_graph(
+    x: Any,
+    linear_weight: Any,
+    target: Any,
+    linear_bias: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    temperature: Any,
+    z_loss: Any,
+    softcap: Any,
+    chunk_size: Any,
+    want_grad: bool,
+) -> Any:
     """The lazy linear cross-entropy: the loss, or (loss, dx, dW, db)."""
     reduction = v.check_reduction(reduction)
-    index, dtype = _linear_checks(x, linear_weight, target, linear_bias, weight, ignore_index,
-                                  reduction, label_smoothing, temperature, z_loss, softcap,
-                                  chunk_size)
+    index, dtype = _linear_checks(
+        x,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        chunk_size,
+    )
     if not isinstance(x, da.Array):
         x = np.asarray(x)
         x = da.from_array(x, chunks={x.ndim - 1: -1})
@@ -745,34 +1069,60 @@ def _linear_graph(x: Any, linear_weight: Any, target: Any, linear_bias: Any, wei
 
     inverse = None
     if reduction == "mean":
-        inverse = _mean_inverse(x, dims, t_rows[..., None] if index else None,
-                                None if w_arr is None else w_arr[..., 0], None, classes, dtype,
-                                ignore_index)
+        inverse = _mean_inverse(
+            x,
+            dims,
+            t_rows[..., None] if index else None,
+            None if w_arr is None else w_arr[..., 0],
+            None,
+            classes,
+            dtype,
+            ignore_index,
+        )
     inv_arr = None
     if want_grad and reduction == "mean":
-        inv_arr = (inverse.reshape((1,) * (dims + 2)) if isinstance(inverse, da.Array)
-                   else inverse)
+        inv_arr = inverse.reshape((1,) * (dims + 2)) if isinstance(inverse, da.Array) else inverse
 
-    options = dict(ignore_index=ignore_index, label_smoothing=label_smoothing,
-                   temperature=temperature, z_loss=z_loss, softcap=softcap, chunk_size=chunk_size)
+    options = dict(
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        z_loss=z_loss,
+        softcap=softcap,
+        chunk_size=chunk_size,
+    )
     reduced = reduction != "none"
     loss_chunks = _partials_chunks(x, dims) if reduced else row_chunks
     loss_dtype = np.dtype(np.float64) if reduced else dtype
     args = (x[..., None, :], t_arr, w_lin, b_arr, w_arr, inv_arr)
-    kwargs = dict(index=index, options=options, reduction=reduction, want_grad=want_grad,
-                  drop_axis=(dims, dims + 1), chunks=loss_chunks)
+    kwargs = dict(
+        index=index,
+        options=options,
+        reduction=reduction,
+        want_grad=want_grad,
+        drop_axis=(dims, dims + 1),
+        chunks=loss_chunks,
+    )
     if not want_grad:
-        loss = da.map_blocks(_linear_block, *args, **kwargs, dtype=loss_dtype,
-                             meta=np.empty((0,) * dims, loss_dtype))
+        loss = da.map_blocks(
+            _linear_block, *args, **kwargs, dtype=loss_dtype, meta=np.empty((0,) * dims, loss_dtype)
+        )
         return _reduced(loss, reduction, inverse, dtype, divide=False) if reduced else loss
-    parts = da.map_blocks(_linear_block, *args, **kwargs, dtype=object,
-                          meta=np.empty((0,) * dims, object))
-    loss = parts.map_blocks(operator.itemgetter(0), dtype=loss_dtype,
-                            meta=np.empty((0,) * dims, loss_dtype))
+    parts = da.map_blocks(
+        _linear_block, *args, **kwargs, dtype=object, meta=np.empty((0,) * dims, object)
+    )
+    loss = parts.map_blocks(
+        operator.itemgetter(0), dtype=loss_dtype, meta=np.empty((0,) * dims, loss_dtype)
+    )
     if reduced:
         loss = _reduced(loss, reduction, inverse, dtype, divide=False)
-    dx = parts.map_blocks(operator.itemgetter(1), new_axis=dims, chunks=x.chunks, dtype=dtype,
-                          meta=np.empty((0,) * x.ndim, dtype))
+    dx = parts.map_blocks(
+        operator.itemgetter(1),
+        new_axis=dims,
+        chunks=x.chunks,
+        dtype=dtype,
+        meta=np.empty((0,) * x.ndim, dtype),
+    )
     # dW and db: the blocks' gradients added in block order (C order over the blocks), one task
     # after the other: the sums do not depend on the scheduler or the number of workers
     blocks = parts.to_delayed(optimize_graph=False).ravel()
@@ -780,19 +1130,28 @@ def _linear_graph(x: Any, linear_weight: Any, target: Any, linear_bias: Any, wei
     for block in blocks[1:]:
         acc = dask.delayed(_grads_add, pure=True)(acc, block)
     grads = dask.delayed(_grads_final, pure=True, nout=2)(acc, inverse, dtype)
-    dw = da.from_delayed(grads[0], (classes, features), dtype=dtype,
-                         meta=np.empty((0, 0), dtype))
+    dw = da.from_delayed(grads[0], (classes, features), dtype=dtype, meta=np.empty((0, 0), dtype))
     db = None
     if linear_bias is not None:
         db = da.from_delayed(grads[1], (classes,), dtype=dtype, meta=np.empty((0,), dtype))
     return loss, dx, dw, db
 
 
-def linear_cross_entropy(x: Any, linear_weight: Any, target: Any, *, linear_bias: Any = None,
-                         weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
-                         label_smoothing: float = 0.0, temperature: float = 1.0,
-                         z_loss: float = 0.0, softcap: Any = None,
-                         chunk_size: Any = None) -> da.Array:
+def linear_cross_entropy(
+    x: Any,
+    linear_weight: Any,
+    target: Any,
+    *,
+    linear_bias: Any = None,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: Any = None,
+    chunk_size: Any = None,
+) -> da.Array:
     """Lazy :func:`fastsoftmax.linear_cross_entropy` (a 0-d dask array for "mean"/"sum").
 
     x is split into blocks of whole rows (a split feature axis is rechunked, with a
@@ -803,16 +1162,38 @@ def linear_cross_entropy(x: Any, linear_weight: Any, target: Any, *, linear_bias
     result dtype (float16 inputs: rounded to float16 per block, where the NumPy call rounds
     once). ``chunk_size`` applies within each block.
     """
-    return _linear_graph(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
-                         label_smoothing, temperature, z_loss, softcap, chunk_size, False)
+    return _linear_graph(
+        x,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        chunk_size,
+        False,
+    )
 
 
-def linear_cross_entropy_with_grad(x: Any, linear_weight: Any, target: Any, *,
-                                   linear_bias: Any = None, weight: Any = None,
-                                   ignore_index: int = -100, reduction: str = "mean",
-                                   label_smoothing: float = 0.0, temperature: float = 1.0,
-                                   z_loss: float = 0.0, softcap: Any = None,
-                                   chunk_size: Any = None) -> tuple[Any, ...]:
+def linear_cross_entropy_with_grad(
+    x: Any,
+    linear_weight: Any,
+    target: Any,
+    *,
+    linear_bias: Any = None,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: Any = None,
+    chunk_size: Any = None,
+) -> tuple[Any, ...]:
     """Lazy :func:`fastsoftmax.linear_cross_entropy_with_grad`: ``(loss, dx, dlinear_weight,
     dlinear_bias)`` as dask arrays (``dlinear_bias`` None without a bias), one NumPy call per
     block of rows for all four.
@@ -832,8 +1213,21 @@ def linear_cross_entropy_with_grad(x: Any, linear_weight: Any, target: Any, *,
 
     One dW per block is held until it is added, and two (C, H) arrays per addition.
     """
-    return _linear_graph(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
-                         label_smoothing, temperature, z_loss, softcap, chunk_size, True)
+    return _linear_graph(
+        x,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        chunk_size,
+        True,
+    )
 
 
 # --------------------------------------------------------------------------- binary family
@@ -853,12 +1247,30 @@ def log_sigmoid(x: Any, *, out: Any = None) -> da.Array:
     return x.map_blocks(_log_sigmoid, dtype=_log_sigmoid(_probe(x)).dtype)
 
 
-def _bce_block(z: np.ndarray, t: np.ndarray, w: Any, pw: Any, g: Any, *, reduction: str,
-               want_loss: bool, want_grad: bool) -> Any:
+def _bce_block(
+    z: np.ndarray,
+    t: np.ndarray,
+    w: Any,
+    pw: Any,
+    g: Any,
+    *,
+    reduction: str,
+    want_loss: bool,
+    want_grad: bool,
+) -> Any:
     """One block through the NumPy binary cross-entropy: its loss (elementwise for "none",
     else the float64 partial sum) and/or its gradient."""
-    loss, grad = _bce_run(_widened(z, reduction), t, w, pw,
-                          "none" if reduction == "none" else "sum", g, want_loss, want_grad, None)
+    loss, grad = _bce_run(
+        _widened(z, reduction),
+        t,
+        w,
+        pw,
+        "none" if reduction == "none" else "sum",
+        g,
+        want_loss,
+        want_grad,
+        None,
+    )
     grad = _rounded(grad, z)
     if want_loss and reduction != "none":
         loss = _partial_array(loss, z.ndim)
@@ -867,8 +1279,17 @@ def _bce_block(z: np.ndarray, t: np.ndarray, w: Any, pw: Any, g: Any, *, reducti
     return loss if want_loss else grad
 
 
-def _bce_graph(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any,
-               grad_output: Any, out: Any, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+def _bce_graph(
+    logits: Any,
+    target: Any,
+    weight: Any,
+    pos_weight: Any,
+    reduction: Any,
+    grad_output: Any,
+    out: Any,
+    want_loss: bool,
+    want_grad: bool,
+) -> tuple[Any, Any]:
     """The lazy binary cross-entropy: (loss or None, gradient or None)."""
     z, t = _meta(logits), _meta(target)
     dtype = v.compute_dtype(z.dtype, "logits")
@@ -877,15 +1298,24 @@ def _bce_graph(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction
         check_binary_target(t, z.shape, dtype)  # raises the NumPy error
     for name, w in (("weight", weight), ("pos_weight", pos_weight)):
         if w is not None:
-            _check_broadcast(w, z.shape,
-                             lambda m, n=name: check_broadcast_weight(m, n, z.shape, dtype))
+            _check_broadcast(
+                w, z.shape, lambda m, n=name: check_broadcast_weight(m, n, z.shape, dtype)
+            )
     g = _grad_output(grad_output, reduction, z.shape)
     if want_grad:
         _no_out(out)
     # the other checks (dtypes, options) on a one-element probe of each argument
     probes = [None if w is None else _probe(w) for w in (weight, pos_weight)]
-    _, probe = _bce_run(_probe(z), _probe(t), *probes, reduction,
-                        g if isinstance(g, float) else _probe(g), True, True, None)
+    _, probe = _bce_run(
+        _probe(z),
+        _probe(t),
+        *probes,
+        reduction,
+        g if isinstance(g, float) else _probe(g),
+        True,
+        True,
+        None,
+    )
     dtype = probe.dtype
     # NumPy weights are checked whole now (dask ones block by block at compute time)
     for name, w in (("weight", weight), ("pos_weight", pos_weight)):
@@ -907,12 +1337,24 @@ def _bce_graph(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction
     loss_dtype = np.dtype(np.float64) if reduced else dtype
     loss = grad = None
     if want_loss and want_grad:
-        pairs = da.map_blocks(_bce_block, *args, g, **kwargs, chunks=loss_chunks, dtype=object,
-                              meta=np.empty((0,) * x.ndim, object))
-        loss = pairs.map_blocks(operator.itemgetter(0), dtype=loss_dtype,
-                                meta=np.empty((0,) * x.ndim, loss_dtype))
-        grad = pairs.map_blocks(operator.itemgetter(1), chunks=x.chunks, dtype=dtype,
-                                meta=np.empty((0,) * x.ndim, dtype))
+        pairs = da.map_blocks(
+            _bce_block,
+            *args,
+            g,
+            **kwargs,
+            chunks=loss_chunks,
+            dtype=object,
+            meta=np.empty((0,) * x.ndim, object),
+        )
+        loss = pairs.map_blocks(
+            operator.itemgetter(0), dtype=loss_dtype, meta=np.empty((0,) * x.ndim, loss_dtype)
+        )
+        grad = pairs.map_blocks(
+            operator.itemgetter(1),
+            chunks=x.chunks,
+            dtype=dtype,
+            meta=np.empty((0,) * x.ndim, dtype),
+        )
     elif want_loss:
         loss = da.map_blocks(_bce_block, *args, g, **kwargs, chunks=loss_chunks, dtype=loss_dtype)
     else:
@@ -922,22 +1364,37 @@ def _bce_graph(logits: Any, target: Any, weight: Any, pos_weight: Any, reduction
     return loss, grad
 
 
-def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = None,
-                                     pos_weight: Any = None, reduction: str = "mean") -> da.Array:
+def binary_cross_entropy_with_logits(
+    logits: Any, target: Any, *, weight: Any = None, pos_weight: Any = None, reduction: str = "mean"
+) -> da.Array:
     """Lazy :func:`fastsoftmax.binary_cross_entropy_with_logits`."""
     return _bce_graph(logits, target, weight, pos_weight, reduction, 1.0, None, True, False)[0]
 
 
-def binary_cross_entropy_with_logits_backward(logits: Any, target: Any, *, weight: Any = None,
-                                              pos_weight: Any = None, reduction: str = "mean",
-                                              grad_output: Any = 1.0, out: Any = None) -> da.Array:
+def binary_cross_entropy_with_logits_backward(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: str = "mean",
+    grad_output: Any = 1.0,
+    out: Any = None,
+) -> da.Array:
     """Lazy :func:`fastsoftmax.binary_cross_entropy_with_logits_backward`."""
-    return _bce_graph(logits, target, weight, pos_weight, reduction, grad_output, out, False,
-                      True)[1]
+    return _bce_graph(logits, target, weight, pos_weight, reduction, grad_output, out, False, True)[
+        1
+    ]
 
 
-def binary_cross_entropy_with_logits_with_grad(logits: Any, target: Any, *, weight: Any = None,
-                                               pos_weight: Any = None, reduction: str = "mean",
-                                               out: Any = None) -> tuple[da.Array, da.Array]:
+def binary_cross_entropy_with_logits_with_grad(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: str = "mean",
+    out: Any = None,
+) -> tuple[da.Array, da.Array]:
     """Lazy :func:`fastsoftmax.binary_cross_entropy_with_logits_with_grad`."""
     return _bce_graph(logits, target, weight, pos_weight, reduction, 1.0, out, True, True)

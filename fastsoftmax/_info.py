@@ -32,6 +32,7 @@ class Info(dict):
 
 # ----------------------------------------------------------------------------------- the report
 
+
 def _version(module: str) -> str | None:
     try:
         return importlib.import_module(module).__version__
@@ -42,8 +43,11 @@ def _version(module: str) -> str | None:
 def _kernel_modules() -> list[Any]:
     from . import _kernels
 
-    return [importlib.import_module(f"{_kernels.__name__}.{m.name}")
-            for m in pkgutil.iter_modules(_kernels.__path__) if not m.name.startswith("__")]
+    return [
+        importlib.import_module(f"{_kernels.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(_kernels.__path__)
+        if not m.name.startswith("__")
+    ]
 
 
 def _row_kernels() -> list[Any]:
@@ -74,7 +78,9 @@ def _cache_dir() -> tuple[str | None, str]:
         chosen = _cache.chosen_cache_dir()
         return path, chosen.source if chosen else "unknown"
     name = type(locator).__name__
-    return path, "NUMBA_CACHE_DIR" if name.lstrip("_") == "UserProvidedCacheLocator" else f"numba's {name}"
+    return path, "NUMBA_CACHE_DIR" if name.lstrip(
+        "_"
+    ) == "UserProvidedCacheLocator" else f"numba's {name}"
 
 
 _VECTOR_OP = re.compile(r"^\s*v\w+p[sd]\s.*%([yz]mm)\d+", re.MULTILINE)  # packed float AVX op
@@ -106,7 +112,10 @@ def _check_vectorized() -> tuple[bool | None, str]:
         if getattr(cres.library, "_disable_inspection", True):  # loaded from the disk cache
             break
         reg, count = _vector_width(kernel.inspect_asm(sig))
-        return reg is not None, f"softmax float32 kernel: {count} packed {reg or 'vector'} instructions"
+        return (
+            reg is not None,
+            f"softmax float32 kernel: {count} packed {reg or 'vector'} instructions",
+        )
     try:
         from ._kernels import _math
 
@@ -196,7 +205,9 @@ def info(*, initialize: bool = True, check_vector: bool = True) -> Info:
         platform=f"{sys.platform}-{platform.machine()}",
         cpu=_host_cpu(),
         threading_layer=layer if layer is not None else "not yet initialized",
-        num_threads=numba.get_num_threads() if layer is not None else numba.config.NUMBA_NUM_THREADS,
+        num_threads=numba.get_num_threads()
+        if layer is not None
+        else numba.config.NUMBA_NUM_THREADS,
         max_threads=numba.config.NUMBA_NUM_THREADS,
         serial_below=_runtime.SERIAL_BELOW,
         serial_only=_runtime.serial_only(),
@@ -219,8 +230,9 @@ def format_info(data: Mapping[str, Any] | None = None) -> str:
 
 # Public functions that take a ``where=`` mask, listed explicitly: if one of them loses or renames
 # the keyword, warmup() (and the tests that call it) fail with a TypeError instead of skipping it.
-_MASKED = frozenset({"softmax", "log_softmax", "cross_entropy", "cross_entropy_backward",
-                     "cross_entropy_with_grad"})
+_MASKED = frozenset(
+    {"softmax", "log_softmax", "cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad"}
+)
 
 
 def _calls(dtype: np.dtype, rows: int, classes: int) -> list[tuple[str, tuple, dict]]:
@@ -256,18 +268,30 @@ def _calls(dtype: np.dtype, rows: int, classes: int) -> list[tuple[str, tuple, d
         ("selective_log_softmax", (x, labels), {}),
         ("selective_log_softmax_vjp", (x, labels, labels.astype(dtype)), {}),
         ("linear_cross_entropy", (x, np.eye(classes, dtype=dtype), labels), {}),
-        ("linear_cross_entropy_with_grad", (x, np.eye(classes, dtype=dtype), labels),
-         dict(ce_kw, z_loss=1e-4)),
-        ("linear_cross_entropy_with_grad", (x, np.eye(classes, dtype=dtype), soft),
-         dict(softcap=30.0)),
+        (
+            "linear_cross_entropy_with_grad",
+            (x, np.eye(classes, dtype=dtype), labels),
+            dict(ce_kw, z_loss=1e-4),
+        ),
+        (
+            "linear_cross_entropy_with_grad",
+            (x, np.eye(classes, dtype=dtype), soft),
+            dict(softcap=30.0),
+        ),
     ]
     # masked variants (where=): the label's class always kept
     mask = rng.random((rows, classes)) < 0.7
     mask[np.arange(rows), labels] = True
-    calls += [(name, args, dict(kwargs, where=mask)) for name, args, kwargs in list(calls)
-              if name in _MASKED]
+    calls += [
+        (name, args, dict(kwargs, where=mask))
+        for name, args, kwargs in list(calls)
+        if name in _MASKED
+    ]
     # the binary (sigmoid) family, elementwise
-    bce_kw = {"weight": np.linspace(0.5, 1.5, classes), "pos_weight": np.linspace(1.0, 2.0, classes)}
+    bce_kw = {
+        "weight": np.linspace(0.5, 1.5, classes),
+        "pos_weight": np.linspace(1.0, 2.0, classes),
+    }
     binary_target = (rng.random((rows, classes)) < 0.5).astype(target_dtype)
     calls += [
         ("sigmoid", (x,), {}),
@@ -276,8 +300,11 @@ def _calls(dtype: np.dtype, rows: int, classes: int) -> list[tuple[str, tuple, d
         ("binary_cross_entropy_with_logits", (x, binary_target), dict(reduction="none", **bce_kw)),
         ("binary_cross_entropy_with_logits_backward", (x, binary_target), {}),
         ("binary_cross_entropy_with_logits_with_grad", (x, binary_target), {}),
-        ("binary_cross_entropy_with_logits_with_grad", (x, binary_target),
-         dict(reduction="sum", **bce_kw)),
+        (
+            "binary_cross_entropy_with_logits_with_grad",
+            (x, binary_target),
+            dict(reduction="sum", **bce_kw),
+        ),
     ]
     return calls
 

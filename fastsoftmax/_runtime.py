@@ -66,6 +66,7 @@ _cache.install()  # before any kernel is decorated
 
 # --------------------------------------------------------------------------------------------- TBB
 
+
 def _tbb_names() -> tuple[str, ...]:
     if sys.platform.startswith("win"):
         return ("tbb12.dll",)
@@ -80,8 +81,12 @@ def _tbb_candidates() -> list[str]:
     ``tbb`` distribution lists."""
     import site
 
-    prefixes = [sys.prefix, sys.exec_prefix, sys.base_prefix,
-                os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
+    prefixes = [
+        sys.prefix,
+        sys.exec_prefix,
+        sys.base_prefix,
+        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+    ]
     user_base = getattr(site, "USER_BASE", None)
     if user_base:
         prefixes.append(user_base)
@@ -156,8 +161,12 @@ def _init_layer() -> str | None:
                 _layer = numba.threading_layer()
             except ValueError as exc:  # "No threading layer could be loaded"
                 _serial_only = True
-                warnings.warn(f"fastsoftmax: numba could not load a threading layer ({exc}); "
-                              "running serial kernels", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"fastsoftmax: numba could not load a threading layer ({exc}); "
+                    "running serial kernels",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
     return _layer
 
 

@@ -83,10 +83,15 @@ def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarr
 def common_dtype(*arrays: Any, names: tuple[str, ...]) -> np.dtype:
     """The promoted compute dtype of several inputs (float32 with float64 gives float64)."""
     first = arrays[0]
-    if all(type(a) is np.ndarray and a.dtype == first.dtype and a.dtype.char in "fd"
-           and a.dtype.isnative for a in arrays):
+    if all(
+        type(a) is np.ndarray
+        and a.dtype == first.dtype
+        and a.dtype.char in "fd"
+        and a.dtype.isnative
+        for a in arrays
+    ):
         return first.dtype  # the common case, kept cheap
-    dtypes = [compute_dtype(np.asarray(a).dtype, n) for a, n in zip(arrays, names)]
+    dtypes = [compute_dtype(np.asarray(a).dtype, n) for a, n in zip(arrays, names, strict=True)]
     return np.result_type(*dtypes)
 
 
@@ -95,7 +100,9 @@ def normalize_axis(axis: Any, ndim: int) -> int:
     if type(axis) is int and -ndim <= axis < ndim:
         return axis % ndim
     if ndim == 0:
-        raise ValueError("expected an array with at least 1 dimension (the class axis), got a scalar")
+        raise ValueError(
+            "expected an array with at least 1 dimension (the class axis), got a scalar"
+        )
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral, np.integer)):
         raise TypeError(f"axis must be an integer, got {axis!r}")
     if not -ndim <= axis < ndim:
@@ -108,8 +115,9 @@ def check_classes(shape: tuple[int, ...], axis: int) -> int:
     target can be valid (the softmax family returns empty results instead)."""
     classes = shape[axis]
     if classes == 0:
-        raise ValueError(f"the class axis (axis {axis}) has length 0; cross-entropy needs at "
-                         "least 1 class")
+        raise ValueError(
+            f"the class axis (axis {axis}) has length 0; cross-entropy needs at least 1 class"
+        )
     return classes
 
 
@@ -117,7 +125,9 @@ def inverse_temperature(temperature: Any) -> float:
     """1 / temperature, for a finite temperature > 0."""
     if type(temperature) is float and 0.0 < temperature < math.inf:
         return 1.0 / temperature
-    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (numbers.Real, np.floating, np.integer)):
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(
+        temperature, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"temperature must be a real number, got {temperature!r}")
     t = float(temperature)
     if not (math.isfinite(t) and t > 0.0):
@@ -137,7 +147,9 @@ def scale_for(temperature: Any, dtype: np.dtype):
     inv = inverse_temperature(temperature)
     scale = dtype.type(inv)
     if not np.isfinite(scale):
-        raise ValueError(f"temperature {temperature!r} is too small for {dtype}: 1/temperature overflows")
+        raise ValueError(
+            f"temperature {temperature!r} is too small for {dtype}: 1/temperature overflows"
+        )
     return scale
 
 
@@ -167,9 +179,13 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_label_smoothing(label_smoothing: Any) -> float:
-    if type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0:  # the common case, kept cheap
+    if (
+        type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
+    ):  # the common case, kept cheap
         return label_smoothing
-    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, (numbers.Real, np.floating)):
+    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
+        label_smoothing, (numbers.Real, np.floating)
+    ):
         raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
@@ -178,9 +194,13 @@ def check_label_smoothing(label_smoothing: Any) -> float:
 
 
 def check_ignore_index(ignore_index: Any) -> int:
-    if type(ignore_index) is int and -(2**63) <= ignore_index < 2**63:  # the common case, kept cheap
+    if (
+        type(ignore_index) is int and -(2**63) <= ignore_index < 2**63
+    ):  # the common case, kept cheap
         return ignore_index
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (numbers.Integral, np.integer)):
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(
+        ignore_index, (numbers.Integral, np.integer)
+    ):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
     value = int(ignore_index)
     if not -(2**63) <= value < 2**63:
@@ -205,8 +225,9 @@ def check_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray:
     return kernel_input(w)
 
 
-def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
-                 dtype: np.dtype) -> tuple[np.ndarray, bool]:
+def check_target(
+    target: Any, logits_shape: tuple[int, ...], ignore_index: int, dtype: np.dtype
+) -> tuple[np.ndarray, bool]:
     """Validate a cross-entropy target; return it flattened to rows and whether it holds indices.
 
     Class indices: an integer array of shape logits.shape[:-1], each in [0, C) or ignore_index.
@@ -241,15 +262,18 @@ def check_target(target: Any, logits_shape: tuple[int, ...], ignore_index: int,
             )
         t = np.ascontiguousarray(t, dtype=dtype).reshape(-1, classes)
         if not np.all(np.isfinite(t)):
-            raise ValueError(f"probability target holds NaN or inf (or a value too large for {dtype})")
+            raise ValueError(
+                f"probability target holds NaN or inf (or a value too large for {dtype})"
+            )
         return kernel_input(t), False
     raise TypeError(
         f"target has dtype {t.dtype}; expected integer class indices or floating probabilities"
     )
 
 
-def check_masked_index_target(t: np.ndarray, mask: np.ndarray, ignore_index: int,
-                              batch: tuple[int, ...]) -> np.ndarray:
+def check_masked_index_target(
+    t: np.ndarray, mask: np.ndarray, ignore_index: int, batch: tuple[int, ...]
+) -> np.ndarray:
     """Rows masked entirely become ignored rows; a target on a left-out class is an error."""
     rows = np.arange(t.shape[0])
     live = mask.any(axis=1)
@@ -275,7 +299,9 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
     if reduction == "none" and g.shape == batch:
         return kernel_input(np.ascontiguousarray(g, dtype=np.float64).reshape(-1))
     expected = f"a scalar or an array of shape {batch}" if reduction == "none" else "a scalar"
-    raise ValueError(f"grad_output has shape {g.shape}; with reduction={reduction!r} it must be {expected}")
+    raise ValueError(
+        f"grad_output has shape {g.shape}; with reduction={reduction!r} it must be {expected}"
+    )
 
 
 def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
@@ -289,12 +315,15 @@ def check_where(where: Any, shape: tuple[int, ...], axis: int) -> np.ndarray | N
     try:
         mask = np.broadcast_to(mask, shape)
     except ValueError:
-        raise ValueError(f"where has shape {mask.shape}, which does not broadcast to {shape}") from None
+        raise ValueError(
+            f"where has shape {mask.shape}, which does not broadcast to {shape}"
+        ) from None
     return to_rows(mask, axis) if shape[axis] else None
 
 
-def product_args(a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any,
-                 out: Any) -> tuple[np.ndarray, np.ndarray, int, Any, np.dtype]:
+def product_args(
+    a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any, out: Any
+) -> tuple[np.ndarray, np.ndarray, int, Any, np.dtype]:
     """Checks of the two-input derivative products (JVP/VJP): (a, b in the common compute dtype,
     axis, 1/T in that dtype, the result dtype)."""
     dtype = common_dtype(a, b, names=names)
@@ -324,9 +353,17 @@ class CrossEntropyArgs(NamedTuple):
     mask: np.ndarray | None  # bool (rows, C), or None
 
 
-def cross_entropy_args(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
-                       label_smoothing: Any, temperature: Any, grad_output: Any,
-                       where: Any) -> CrossEntropyArgs:
+def cross_entropy_args(
+    logits: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    temperature: Any,
+    grad_output: Any,
+    where: Any,
+) -> CrossEntropyArgs:
     """Every check of the cross-entropy family, shared by the kernels' wrappers and the reference.
 
     Rows masked entirely by ``where`` become ignored rows (class-index targets).
@@ -352,7 +389,9 @@ def check_z_loss(z_loss: Any) -> float:
     """The z-loss coefficient: a finite real >= 0."""
     if type(z_loss) is float and 0.0 <= z_loss < math.inf:  # the common case, kept cheap
         return z_loss
-    if isinstance(z_loss, (bool, np.bool_)) or not isinstance(z_loss, (numbers.Real, np.floating, np.integer)):
+    if isinstance(z_loss, (bool, np.bool_)) or not isinstance(
+        z_loss, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"z_loss must be a real number, got {z_loss!r}")
     value = float(z_loss)
     if not (math.isfinite(value) and value >= 0.0):
@@ -365,14 +404,18 @@ def check_softcap(softcap: Any, scale: Any, dtype: np.dtype) -> tuple[float | No
     c and c * scale as a scalar of ``dtype`` (the kernel then runs on tanh(z / c))."""
     if softcap is None:
         return None, scale
-    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, (numbers.Real, np.floating, np.integer)):
+    if isinstance(softcap, (bool, np.bool_)) or not isinstance(
+        softcap, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"softcap must be None or a real number, got {softcap!r}")
     cap = float(softcap)
     if not (math.isfinite(cap) and cap > 0.0):
         raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
     capped_scale = dtype.type(cap * float(scale))
     if not (np.isfinite(capped_scale) and capped_scale > 0):
-        raise ValueError(f"softcap / temperature = {cap * float(scale)!r} is not a finite positive {dtype}")
+        raise ValueError(
+            f"softcap / temperature = {cap * float(scale)!r} is not a finite positive {dtype}"
+        )
     return cap, capped_scale
 
 
@@ -380,24 +423,27 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     """Rows per chunk: None (chosen from the memory budget) or an integer >= 1."""
     if chunk_size is None:
         return None
-    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (numbers.Integral, np.integer)):
+    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(
+        chunk_size, (numbers.Integral, np.integer)
+    ):
         raise TypeError(f"chunk_size must be None or an integer, got {chunk_size!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
     return int(chunk_size)
 
 
-def check_linear(x: Any, linear_weight: Any, linear_bias: Any
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype]:
+def check_linear(
+    x: Any, linear_weight: Any, linear_bias: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype]:
     """x (..., H), linear_weight (C, H) and linear_bias (C,) or None, in their common compute
     dtype, and the result dtype: the promoted result dtype of the inputs, as for the two-input
     products (float16 when all are float16, computed in float32; else the compute dtype)."""
     names = ("x", "linear_weight", "linear_bias")
     arrays = [a for a in (x, linear_weight, linear_bias) if a is not None]
-    for a, name in zip((x, linear_weight), names):
+    for a, name in zip((x, linear_weight), names[:2], strict=True):
         if a is None:
             raise TypeError(f"{name} must be an array, not None")
-    dtype = common_dtype(*arrays, names=names[:len(arrays)])
+    dtype = common_dtype(*arrays, names=names[: len(arrays)])
     x_in, w_in = x, linear_weight
     x = as_float_array(x, "x", dtype)
     w = as_float_array(linear_weight, "linear_weight", dtype)
@@ -405,19 +451,25 @@ def check_linear(x: Any, linear_weight: Any, linear_bias: Any
     if x.ndim == 0:
         raise ValueError("x must have at least 1 dimension (the features, last)")
     if w.ndim != 2 or w.shape[1] != x.shape[-1]:
-        raise ValueError(f"linear_weight has shape {w.shape}; expected (C, {x.shape[-1]}): "
-                         "(classes, x.shape[-1]) as in torch.nn.Linear")
+        raise ValueError(
+            f"linear_weight has shape {w.shape}; expected (C, {x.shape[-1]}): "
+            "(classes, x.shape[-1]) as in torch.nn.Linear"
+        )
     check_classes(w.shape, 0)
     b = None
     if linear_bias is not None:
         b = as_float_array(linear_bias, "linear_bias", dtype)
         if b.shape != (w.shape[0],):
-            raise ValueError(f"linear_bias has shape {b.shape}; expected ({w.shape[0]},), one per class")
+            raise ValueError(
+                f"linear_bias has shape {b.shape}; expected ({w.shape[0]},), one per class"
+            )
         res_dtype = np.result_type(res_dtype, result_dtype(linear_bias, b))
     return x, w, b, res_dtype
 
 
-def check_class_index(index: Any, logits_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+def check_class_index(
+    index: Any, logits_shape: tuple[int, ...]
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """Selected classes: integers of shape ``batch`` or ``batch + (K,)``, each in [0, C).
 
     Returns the indices as a contiguous int64 (rows, K) array and the result's shape.
@@ -433,8 +485,10 @@ def check_class_index(index: Any, logits_shape: tuple[int, ...]) -> tuple[np.nda
     elif idx.shape[:-1] == batch and idx.ndim == len(batch) + 1:
         k = idx.shape[-1]
     else:
-        raise ValueError(f"index has shape {idx.shape}; expected {batch} or {batch} + (K,) "
-                         "(logits.shape[:-1], optionally with a last axis of classes)")
+        raise ValueError(
+            f"index has shape {idx.shape}; expected {batch} or {batch} + (K,) "
+            "(logits.shape[:-1], optionally with a last axis of classes)"
+        )
     if idx.size and not (idx.min() >= 0 and idx.max() < classes):
         bad = tuple(int(i) for i in np.argwhere((idx < 0) | (idx >= classes))[0])
         raise ValueError(f"index value {idx[bad]} at {bad} is out of range [0, {classes})")
@@ -449,8 +503,13 @@ class _WritableAlias:
 
     def __init__(self, a: np.ndarray):
         self.owner = a
-        self.__array_interface__ = {"version": 3, "shape": a.shape, "typestr": a.dtype.str,
-                                    "strides": a.strides, "data": (a.ctypes.data, False)}
+        self.__array_interface__ = {
+            "version": 3,
+            "shape": a.shape,
+            "typestr": a.dtype.str,
+            "strides": a.strides,
+            "data": (a.ctypes.data, False),
+        }
 
 
 def kernel_input(a: np.ndarray) -> np.ndarray:
@@ -485,8 +544,15 @@ class RowsOut:
     kernel has written parts of a row, so ``out`` must not overlap them at all.
     """
 
-    def __init__(self, out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, axis: int,
-                 inputs: tuple[np.ndarray, ...], read_late: tuple[np.ndarray, ...] = ()):
+    def __init__(
+        self,
+        out: np.ndarray | None,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        axis: int,
+        inputs: tuple[np.ndarray, ...],
+        read_late: tuple[np.ndarray, ...] = (),
+    ):
         self._out = out
         self._axis = axis
         if out is None and axis == len(shape) - 1:  # the common case, kept cheap
@@ -494,14 +560,15 @@ class RowsOut:
             self._moved_shape = shape
             self.rows = np.empty(shape, dtype=dtype).reshape(-1, shape[-1])
             return
-        moved_shape = shape[:axis] + shape[axis + 1:] + (shape[axis],)
+        moved_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
         classes = moved_shape[-1]
         if out is not None:
             moved = out if axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
             if moved.flags.c_contiguous:
                 rows = moved.reshape(-1, classes)
                 if all(_same_or_disjoint(rows, a) for a in inputs) and not any(
-                        np.may_share_memory(rows, a) for a in read_late):
+                    np.may_share_memory(rows, a) for a in read_late
+                ):
                     self.rows = rows
                     self._direct = True
                     return

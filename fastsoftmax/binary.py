@@ -51,8 +51,9 @@ def check_binary_target(target: Any, shape: tuple[int, ...], dtype: np.dtype) ->
     return y
 
 
-def check_broadcast_weight(weight: Any, name: str, shape: tuple[int, ...],
-                           dtype: np.dtype) -> np.ndarray | None:
+def check_broadcast_weight(
+    weight: Any, name: str, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray | None:
     """``weight`` as an array of ``dtype`` broadcastable to ``shape``, finite and >= 0 (or None)."""
     if weight is None:
         return None
@@ -60,9 +61,12 @@ def check_broadcast_weight(weight: Any, name: str, shape: tuple[int, ...],
     if w.shape != shape:
         # broadcastable to shape without changing it: trailing dims equal or 1, no extra dims
         fits = w.ndim <= len(shape) and all(
-            d in (1, s) for d, s in zip(w.shape[::-1], shape[::-1]))
+            d in (1, s) for d, s in zip(w.shape[::-1], shape[::-1], strict=False)
+        )
         if not fits:
-            raise ValueError(f"{name} has shape {w.shape}; it must broadcast to the logits' shape {shape}")
+            raise ValueError(
+                f"{name} has shape {w.shape}; it must broadcast to the logits' shape {shape}"
+            )
     if w.dtype != dtype:
         w = w.astype(dtype)
     if not np.all((w >= 0) & (w < np.inf)):  # one pass; NaN fails both comparisons
@@ -84,8 +88,13 @@ class _FlatOut:
     very same memory as the flat input (in place); otherwise into a fresh buffer copied at the end.
     """
 
-    def __init__(self, out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype,
-                 inputs: tuple[np.ndarray, ...]):
+    def __init__(
+        self,
+        out: np.ndarray | None,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        inputs: tuple[np.ndarray, ...],
+    ):
         self._out = out
         self._shape = shape
         if out is not None and out.flags.c_contiguous:
@@ -110,8 +119,11 @@ class _FlatOut:
 def _same_or_disjoint(a: np.ndarray, b: np.ndarray) -> bool:
     if not np.may_share_memory(a, b):
         return True
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides and a.dtype == b.dtype)
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+    )
 
 
 # --------------------------------------------------------------------------- sigmoid
@@ -202,9 +214,17 @@ def _tiled(vec: np.ndarray | None, period: int, span: int, dtype: np.dtype) -> n
     return np.tile(vec, span // period)
 
 
-def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None,
-         pos_weight: ArrayLike | None, reduction: str, grad_output: Any, want_loss: bool,
-         want_grad: bool, out: np.ndarray | None):
+def _run(
+    logits: ArrayLike,
+    target: ArrayLike,
+    weight: ArrayLike | None,
+    pos_weight: ArrayLike | None,
+    reduction: str,
+    grad_output: Any,
+    want_loss: bool,
+    want_grad: bool,
+    out: np.ndarray | None,
+):
     """Validate and run the fused kernel once; return (loss or None, gradient or None)."""
     z = v.as_float_array(logits, "logits")
     dtype = z.dtype
@@ -261,10 +281,14 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None,
     return result, v.deliver(dest.result(), res_dtype, out) if want_grad else None
 
 
-def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
-                                     weight: ArrayLike | None = None,
-                                     pos_weight: ArrayLike | None = None,
-                                     reduction: str = "mean") -> np.floating | np.ndarray:
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> np.floating | np.ndarray:
     """Binary cross-entropy of ``sigmoid(logits)`` against ``target`` (PyTorch semantics).
 
     ``loss = w * (pw * y * softplus(-x) + (1 - y) * softplus(x))`` elementwise, which is
@@ -292,16 +316,27 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
     logits (computed in float32); the gradients have it too.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight):
-        return dask_call("binary_cross_entropy_with_logits", logits, target, weight=weight,
-                         pos_weight=pos_weight, reduction=reduction)
+        return dask_call(
+            "binary_cross_entropy_with_logits",
+            logits,
+            target,
+            weight=weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+        )
     return _run(logits, target, weight, pos_weight, reduction, 1.0, True, False, None)[0]
 
 
-def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLike, *,
-                                              weight: ArrayLike | None = None,
-                                              pos_weight: ArrayLike | None = None,
-                                              reduction: str = "mean", grad_output: ArrayLike = 1.0,
-                                              out: np.ndarray | None = None) -> np.ndarray:
+def binary_cross_entropy_with_logits_backward(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: str = "mean",
+    grad_output: ArrayLike = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``.
 
     ``grad = grad_output * w * ((1 - y + pw * y) * sigmoid(x) - pw * y) / denominator``, where the
@@ -325,23 +360,41 @@ def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLi
         :func:`binary_cross_entropy_with_logits`); a NumPy scalar for 0-d logits without ``out``.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight, grad_output):
-        return dask_call("binary_cross_entropy_with_logits_backward", logits, target, weight=weight,
-                         pos_weight=pos_weight, reduction=reduction, grad_output=grad_output,
-                         out=out)
+        return dask_call(
+            "binary_cross_entropy_with_logits_backward",
+            logits,
+            target,
+            weight=weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+            grad_output=grad_output,
+            out=out,
+        )
     return _run(logits, target, weight, pos_weight, reduction, grad_output, False, True, out)[1]
 
 
-def binary_cross_entropy_with_logits_with_grad(logits: ArrayLike, target: ArrayLike, *,
-                                               weight: ArrayLike | None = None,
-                                               pos_weight: ArrayLike | None = None,
-                                               reduction: str = "mean",
-                                               out: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+def binary_cross_entropy_with_logits_with_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: str = "mean",
+    out: np.ndarray | None = None,
+) -> tuple[Any, np.ndarray]:
     """Loss and gradient in one pass: ``(binary_cross_entropy_with_logits(...), d loss / d logits)``.
 
     Arguments as in :func:`binary_cross_entropy_with_logits`; ``out=logits`` writes the gradient
     over the logits.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, pos_weight):
-        return dask_call("binary_cross_entropy_with_logits_with_grad", logits, target, weight=weight,
-                         pos_weight=pos_weight, reduction=reduction, out=out)
+        return dask_call(
+            "binary_cross_entropy_with_logits_with_grad",
+            logits,
+            target,
+            weight=weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+            out=out,
+        )
     return _run(logits, target, weight, pos_weight, reduction, 1.0, True, True, out)

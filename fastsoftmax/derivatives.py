@@ -40,7 +40,7 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
     dtype = v.result_dtype(probs, p)
     axis = v.normalize_axis(axis, p.ndim)
     classes = p.shape[axis]
-    batch = p.shape[:axis] + p.shape[axis + 1:]
+    batch = p.shape[:axis] + p.shape[axis + 1 :]
     if classes == 0:  # no classes: an empty Jacobian, nothing to compute
         return np.empty(batch + (0, 0), dtype=dtype)
     rows = v.to_rows(p, axis)
@@ -49,8 +49,15 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
     return v.deliver(out, dtype, None)
 
 
-def _product(kernel, a: ArrayLike, b: ArrayLike, names: tuple[str, str], axis: int,
-             temperature: float, out: np.ndarray | None) -> np.ndarray:
+def _product(
+    kernel,
+    a: ArrayLike,
+    b: ArrayLike,
+    names: tuple[str, str],
+    axis: int,
+    temperature: float,
+    out: np.ndarray | None,
+) -> np.ndarray:
     a, b, axis, scale, dtype = v.product_args(a, b, names, axis, temperature, out)
     if a.shape[axis] == 0:  # no classes: an empty result, nothing to compute
         return v.deliver(np.empty(a.shape, dtype), dtype, out)
@@ -61,8 +68,14 @@ def _product(kernel, a: ArrayLike, b: ArrayLike, names: tuple[str, str], axis: i
     return v.deliver(dest.result(), dtype, out)
 
 
-def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
-                out: np.ndarray | None = None) -> np.ndarray:
+def softmax_jvp(
+    probs: ArrayLike,
+    tangent: ArrayLike,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Jacobian-vector product of softmax: ``J v = p * (v - sum(p * v)) / T``.
 
     Equal to ``np.einsum('...ij,...j->...i', softmax_jacobian(p), v) / T`` without building J:
@@ -92,8 +105,14 @@ def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, tempera
     return _product(jvp_rows, probs, tangent, ("probs", "tangent"), axis, temperature, out)
 
 
-def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
-                temperature: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+def softmax_vjp(
+    probs: ArrayLike,
+    cotangent: ArrayLike,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Vector-Jacobian product of softmax: ``g^T J = p * (g - sum(p * g)) / T``, i.e. dL/dz from dL/dp.
 
     J is symmetric, so the values equal :func:`softmax_jvp`. Parameters as there, with the
@@ -104,8 +123,14 @@ def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
     return _product(jvp_rows, probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
 
 
-def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
-                    temperature: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+def log_softmax_vjp(
+    log_probs: ArrayLike,
+    cotangent: ArrayLike,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Vector-Jacobian product of log_softmax: ``(g - exp(logp) * sum(g)) / T``, dL/dz from dL/dlogp.
 
     Parameters
@@ -118,7 +143,15 @@ def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, 
         As in :func:`softmax_jvp`.
     """
     if "dask" in sys.modules and dask_in(log_probs, cotangent):
-        return dask_call("log_softmax_vjp", log_probs, cotangent, axis, temperature=temperature,
-                         out=out)
-    return _product(log_softmax_vjp_rows, log_probs, cotangent, ("log_probs", "cotangent"), axis,
-                    temperature, out)
+        return dask_call(
+            "log_softmax_vjp", log_probs, cotangent, axis, temperature=temperature, out=out
+        )
+    return _product(
+        log_softmax_vjp_rows,
+        log_probs,
+        cotangent,
+        ("log_probs", "cotangent"),
+        axis,
+        temperature,
+        out,
+    )

@@ -162,8 +162,9 @@ def cross_entropy_index_rows(logits, target, grad):
     want_grad = grad.shape[0] == n
     g = grad if want_grad else np.empty((1, logits.shape[1]), dtype=logits.dtype)
     one = logits.dtype.type(1.0)
-    return _ce_index(logits, target, weight, _IGNORE_INDEX, 0.0, 0.0, one, gout, True, losses, g,
-                     want_grad, None)
+    return _ce_index(
+        logits, target, weight, _IGNORE_INDEX, 0.0, 0.0, one, gout, True, losses, g, want_grad, None
+    )
 
 
 @njit(cache=True)
@@ -189,8 +190,20 @@ def cross_entropy_prob_rows(logits, target, grad):
     losses = np.empty(n, dtype=np.float64)
     want_grad = grad.shape[0] == n
     g = grad if want_grad else np.empty((1, logits.shape[1]), dtype=logits.dtype)
-    return _ce_prob(logits, target, weight, 0.0, 0.0, logits.dtype.type(1.0), gout, True, losses, g,
-                    want_grad, None)
+    return _ce_prob(
+        logits,
+        target,
+        weight,
+        0.0,
+        0.0,
+        logits.dtype.type(1.0),
+        gout,
+        True,
+        losses,
+        g,
+        want_grad,
+        None,
+    )
 
 
 @njit(cache=True)

@@ -53,14 +53,25 @@ def _add_weight_grad(dw: np.ndarray, g: np.ndarray, xc: np.ndarray, block: np.nd
     rows = block.shape[0]
     for c0 in range(0, dw.shape[0], rows):
         c1 = min(dw.shape[0], c0 + rows)
-        part = np.matmul(g[:, c0:c1].T, xc, out=block[:c1 - c0])
+        part = np.matmul(g[:, c0:c1].T, xc, out=block[: c1 - c0])
         dw[c0:c1] += part
 
 
-def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias: ArrayLike | None,
-         weight: ArrayLike | None, ignore_index: int, reduction: str, label_smoothing: float,
-         temperature: float, z_loss: float, softcap: float | None, chunk_size: int | None,
-         want_grad: bool):
+def _run(
+    x: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    linear_bias: ArrayLike | None,
+    weight: ArrayLike | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    temperature: float,
+    z_loss: float,
+    softcap: float | None,
+    chunk_size: int | None,
+    want_grad: bool,
+):
     """Validate, then loop over the chunks; return (loss, dx, dW, db) (gradients None unless asked)."""
     x, w_lin, b, res_dtype = v.check_linear(x, linear_weight, linear_bias)
     chunk_size = v.check_chunk_size(chunk_size)
@@ -100,14 +111,28 @@ def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias:
             block = np.empty((block_rows, features), dtype)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        z = buf[:r1 - r0]
+        z = buf[: r1 - r0]
         xc = x2[r0:r1]
         np.matmul(xc, w_lin.T, out=z)
         if b is not None:
             z += b
-        fused_rows(z, t[r0:r1], is_index, w, ignore_index, eps, z_loss, softcap, scale,
-                   coef[r0:r1], False, losses[r0:r1], z if want_grad else None,
-                   None if scratch is None else scratch[:r1 - r0], None)
+        fused_rows(
+            z,
+            t[r0:r1],
+            is_index,
+            w,
+            ignore_index,
+            eps,
+            z_loss,
+            softcap,
+            scale,
+            coef[r0:r1],
+            False,
+            losses[r0:r1],
+            z if want_grad else None,
+            None if scratch is None else scratch[: r1 - r0],
+            None,
+        )
         if want_grad:
             np.matmul(z, w_lin, out=dx[r0:r1])
             if r0 == 0:
@@ -124,16 +149,29 @@ def _run(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias:
         loss = v.result_scalar(total * inv_denom if reduction == "mean" else total, res_dtype)
     if not want_grad:
         return loss, None, None, None
-    return (loss, v.deliver(dx.reshape(x.shape), res_dtype, None), v.deliver(dw, res_dtype, None),
-            None if b is None else db.astype(res_dtype))
+    return (
+        loss,
+        v.deliver(dx.reshape(x.shape), res_dtype, None),
+        v.deliver(dw, res_dtype, None),
+        None if b is None else db.astype(res_dtype),
+    )
 
 
-def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
-                         linear_bias: ArrayLike | None = None, weight: ArrayLike | None = None,
-                         ignore_index: int = -100, reduction: str = "mean",
-                         label_smoothing: float = 0.0, temperature: float = 1.0,
-                         z_loss: float = 0.0, softcap: float | None = None,
-                         chunk_size: int | None = None) -> np.floating | np.ndarray:
+def linear_cross_entropy(
+    x: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    linear_bias: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+) -> np.floating | np.ndarray:
     """``cross_entropy(x @ linear_weight.T + linear_bias, target, ...)`` without the full logits.
 
     Parameters
@@ -161,21 +199,53 @@ def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLi
     float32: float32; integers: float64). Class weights and probability targets do not change it.
     """
     if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
-        return dask_call("linear_cross_entropy", x, linear_weight, target,
-                         linear_bias=linear_bias, weight=weight, ignore_index=ignore_index,
-                         reduction=reduction, label_smoothing=label_smoothing,
-                         temperature=temperature, z_loss=z_loss, softcap=softcap,
-                         chunk_size=chunk_size)
-    return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
-                label_smoothing, temperature, z_loss, softcap, chunk_size, False)[0]
+        return dask_call(
+            "linear_cross_entropy",
+            x,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            temperature=temperature,
+            z_loss=z_loss,
+            softcap=softcap,
+            chunk_size=chunk_size,
+        )
+    return _run(
+        x,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        chunk_size,
+        False,
+    )[0]
 
 
 def linear_cross_entropy_with_grad(
-        x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
-        linear_bias: ArrayLike | None = None, weight: ArrayLike | None = None,
-        ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-        temperature: float = 1.0, z_loss: float = 0.0, softcap: float | None = None,
-        chunk_size: int | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
+    x: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    linear_bias: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
     """Loss and gradients of :func:`linear_cross_entropy`: ``(loss, dx, dlinear_weight, dlinear_bias)``.
 
     With g = d loss / d logits (see :func:`fastsoftmax.cross_entropy_backward`), per chunk:
@@ -189,10 +259,33 @@ def linear_cross_entropy_with_grad(
     copies, and dx and dW in float32 before rounding.
     """
     if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
-        return dask_call("linear_cross_entropy_with_grad", x, linear_weight, target,
-                         linear_bias=linear_bias, weight=weight, ignore_index=ignore_index,
-                         reduction=reduction, label_smoothing=label_smoothing,
-                         temperature=temperature, z_loss=z_loss, softcap=softcap,
-                         chunk_size=chunk_size)
-    return _run(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
-                label_smoothing, temperature, z_loss, softcap, chunk_size, True)
+        return dask_call(
+            "linear_cross_entropy_with_grad",
+            x,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            temperature=temperature,
+            z_loss=z_loss,
+            softcap=softcap,
+            chunk_size=chunk_size,
+        )
+    return _run(
+        x,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        chunk_size,
+        True,
+    )

@@ -29,10 +29,23 @@ from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
-def fused_rows(z: np.ndarray, target: np.ndarray, is_index: bool, weight: np.ndarray,
-               ignore_index: int, eps: float, z_loss: float, softcap: float | None, scale: Any,
-               coef: np.ndarray, mean: bool, losses: np.ndarray, grad: np.ndarray | None,
-               scratch: np.ndarray | None, mask: np.ndarray | None) -> float:
+def fused_rows(
+    z: np.ndarray,
+    target: np.ndarray,
+    is_index: bool,
+    weight: np.ndarray,
+    ignore_index: int,
+    eps: float,
+    z_loss: float,
+    softcap: float | None,
+    scale: Any,
+    coef: np.ndarray,
+    mean: bool,
+    losses: np.ndarray,
+    grad: np.ndarray | None,
+    scratch: np.ndarray | None,
+    mask: np.ndarray | None,
+) -> float:
     """Run the fused kernel on C-contiguous (rows, C) logits ``z``; return the reduced loss.
 
     Per-row losses land in ``losses``; with ``grad`` (may be ``z``) the gradient, scaled by the
@@ -47,13 +60,44 @@ def fused_rows(z: np.ndarray, target: np.ndarray, is_index: bool, weight: np.nda
     src = z
     if softcap is not None:
         src = np.tanh(np.divide(z, z.dtype.type(softcap), out=scratch), out=scratch)
-    dest = (src if softcap is not None else grad) if want_grad else np.empty((1, z.shape[1]), z.dtype)
+    dest = (
+        (src if softcap is not None else grad) if want_grad else np.empty((1, z.shape[1]), z.dtype)
+    )
     if is_index:
-        total = launch(index_target_rows, z.size, src, target, weight, ignore_index, eps, z_loss,
-                       scale, coef, mean, losses, dest, want_grad, mask)
+        total = launch(
+            index_target_rows,
+            z.size,
+            src,
+            target,
+            weight,
+            ignore_index,
+            eps,
+            z_loss,
+            scale,
+            coef,
+            mean,
+            losses,
+            dest,
+            want_grad,
+            mask,
+        )
     else:
-        total = launch(prob_target_rows, z.size, src, target, weight, eps, z_loss, scale, coef, mean,
-                       losses, dest, want_grad, mask)
+        total = launch(
+            prob_target_rows,
+            z.size,
+            src,
+            target,
+            weight,
+            eps,
+            z_loss,
+            scale,
+            coef,
+            mean,
+            losses,
+            dest,
+            want_grad,
+            mask,
+        )
     if softcap is not None and want_grad:
         with np.errstate(over="ignore"):  # cosh -> inf: factor 0
             factor = np.cosh(np.divide(z, z.dtype.type(softcap), out=grad), out=grad)
@@ -65,14 +109,33 @@ def fused_rows(z: np.ndarray, target: np.ndarray, is_index: bool, weight: np.nda
     return total
 
 
-def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_index: int,
-         reduction: str, label_smoothing: float, temperature: float, z_loss: float,
-         softcap: float | None, grad_output: Any, want_grad: bool, out: np.ndarray | None,
-         where: ArrayLike | None):
+def _run(
+    logits: ArrayLike,
+    target: ArrayLike,
+    weight: ArrayLike | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    temperature: float,
+    z_loss: float,
+    softcap: float | None,
+    grad_output: Any,
+    want_grad: bool,
+    out: np.ndarray | None,
+    where: ArrayLike | None,
+):
     """Validate, run the fused kernel once; return (loss, gradient or None)."""
     z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask = v.cross_entropy_args(
-        logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-        grad_output, where)
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        grad_output,
+        where,
+    )
     dtype = v.result_dtype(logits, z)
     z_loss = v.check_z_loss(z_loss)
     softcap, scale = v.check_softcap(softcap, scale, z.dtype)
@@ -83,11 +146,28 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
     read_late = () if is_index else (t,)  # the gradient pass reads the target after the exp pass
     # a float16 gradient is rounded from a float32 buffer, never written into `out` directly
     direct = out if dtype == z.dtype else None
-    dest = v.RowsOut(direct, z.shape, z.dtype, z.ndim - 1, (rows,), read_late) if want_grad else None
+    dest = (
+        v.RowsOut(direct, z.shape, z.dtype, z.ndim - 1, (rows,), read_late) if want_grad else None
+    )
     losses = np.empty(rows.shape[0], dtype=np.float64)
     scratch = None if softcap is None else np.empty_like(rows)
-    total = fused_rows(rows, t, is_index, w, ignore_index, eps, z_loss, softcap, scale, gout,
-                       reduction == "mean", losses, dest.rows if want_grad else None, scratch, mask)
+    total = fused_rows(
+        rows,
+        t,
+        is_index,
+        w,
+        ignore_index,
+        eps,
+        z_loss,
+        softcap,
+        scale,
+        gout,
+        reduction == "mean",
+        losses,
+        dest.rows if want_grad else None,
+        scratch,
+        mask,
+    )
     if reduction == "none":
         loss = v.deliver(losses.reshape(batch), dtype, None)
     else:
@@ -95,10 +175,19 @@ def _run(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, ignore_
     return loss, v.deliver(dest.result(), dtype, out) if want_grad else None
 
 
-def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
-                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                  temperature: float = 1.0, z_loss: float = 0.0, softcap: float | None = None,
-                  where: ArrayLike | None = None) -> np.floating | np.ndarray:
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    where: ArrayLike | None = None,
+) -> np.floating | np.ndarray:
     """Softmax cross-entropy of ``logits / temperature`` against ``target`` (PyTorch semantics).
 
     Parameters
@@ -143,19 +232,51 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
         For logits with 0 classes (no target can be valid), among the other argument checks.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, where):
-        return dask_call("cross_entropy", logits, target, weight=weight, ignore_index=ignore_index,
-                         reduction=reduction, label_smoothing=label_smoothing,
-                         temperature=temperature, z_loss=z_loss, softcap=softcap, where=where)
-    return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                z_loss, softcap, 1.0, False, None, where)[0]
+        return dask_call(
+            "cross_entropy",
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            temperature=temperature,
+            z_loss=z_loss,
+            softcap=softcap,
+            where=where,
+        )
+    return _run(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        1.0,
+        False,
+        None,
+        where,
+    )[0]
 
 
-def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
-                           ignore_index: int = -100, reduction: str = "mean",
-                           label_smoothing: float = 0.0, temperature: float = 1.0,
-                           z_loss: float = 0.0, softcap: float | None = None,
-                           grad_output: ArrayLike = 1.0, out: np.ndarray | None = None,
-                           where: ArrayLike | None = None) -> np.ndarray:
+def cross_entropy_backward(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    grad_output: ArrayLike = 1.0,
+    out: np.ndarray | None = None,
+    where: ArrayLike | None = None,
+) -> np.ndarray:
     """Gradient of :func:`cross_entropy` with respect to ``logits``, times ``grad_output``.
 
     ``grad = grad_output * (softmax(u) * (sum(q) + 2 zl L) - q) / T / denominator`` per row (see the
@@ -172,30 +293,84 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight: Arra
         Writable array of the logits' shape and the result dtype; may be ``logits`` itself.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, grad_output, where):
-        return dask_call("cross_entropy_backward", logits, target, weight=weight,
-                         ignore_index=ignore_index, reduction=reduction,
-                         label_smoothing=label_smoothing, temperature=temperature,
-                         z_loss=z_loss, softcap=softcap, grad_output=grad_output, out=out,
-                         where=where)
-    return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                z_loss, softcap, grad_output, True, out, where)[1]
+        return dask_call(
+            "cross_entropy_backward",
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            temperature=temperature,
+            z_loss=z_loss,
+            softcap=softcap,
+            grad_output=grad_output,
+            out=out,
+            where=where,
+        )
+    return _run(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        grad_output,
+        True,
+        out,
+        where,
+    )[1]
 
 
-def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
-                            ignore_index: int = -100, reduction: str = "mean",
-                            label_smoothing: float = 0.0, temperature: float = 1.0,
-                            z_loss: float = 0.0, softcap: float | None = None,
-                            out: np.ndarray | None = None,
-                            where: ArrayLike | None = None) -> tuple[Any, np.ndarray]:
+def cross_entropy_with_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    out: np.ndarray | None = None,
+    where: ArrayLike | None = None,
+) -> tuple[Any, np.ndarray]:
     """Loss and its gradient in one fused pass over each row: ``(cross_entropy(...), d loss/d logits)``.
 
     Arguments as in :func:`cross_entropy`; ``out=logits`` writes the gradient over the logits
     (no extra memory beyond O(rows)).
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, where):
-        return dask_call("cross_entropy_with_grad", logits, target, weight=weight,
-                         ignore_index=ignore_index, reduction=reduction,
-                         label_smoothing=label_smoothing, temperature=temperature,
-                         z_loss=z_loss, softcap=softcap, out=out, where=where)
-    return _run(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                z_loss, softcap, 1.0, True, out, where)
+        return dask_call(
+            "cross_entropy_with_grad",
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            temperature=temperature,
+            z_loss=z_loss,
+            softcap=softcap,
+            out=out,
+            where=where,
+        )
+    return _run(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        1.0,
+        True,
+        out,
+        where,
+    )

@@ -61,15 +61,18 @@ def _safe_softmax(u: np.ndarray, axis: int) -> np.ndarray:
         m = np.max(u, axis=axis, keepdims=True, initial=-np.inf)  # -inf: the max of no classes
         posinf = np.isposinf(m)
         # +inf entries share the probability: softmax of the indicator of u == +inf
-        shifted = np.where(posinf, np.where(np.isposinf(u), 0.0, -np.inf), u - np.where(np.isfinite(m), m, 0))
+        shifted = np.where(
+            posinf, np.where(np.isposinf(u), 0.0, -np.inf), u - np.where(np.isfinite(m), m, 0)
+        )
         e = np.exp(shifted.astype(u.dtype))
         s = np.sum(e, axis=axis, keepdims=True)
         p = np.where(s == 0, 0, e / np.where(s == 0, 1, s)).astype(u.dtype)  # NaN stays NaN
     return p
 
 
-def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
-            where=None) -> np.ndarray:
+def softmax(
+    x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None, where=None
+) -> np.ndarray:
     """Reference: ``exp(u - max(u)) / sum(exp(u - max(u)))``, u = x / T (-inf where masked)."""
     u, axis, dtype = _prepare(x, axis, temperature, out, where)
     return _finish(_safe_softmax(u, axis), out, dtype)
@@ -91,8 +94,9 @@ def _shift_and_log1p(u: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
         return m, np.where(finite, np.log1p(np.sum(e, axis=axis, keepdims=True)), 0)
 
 
-def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None,
-                where=None) -> np.ndarray:
+def log_softmax(
+    x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None, where=None
+) -> np.ndarray:
     """Reference: ``(u - m) - log1p(d)``, u = x / T (-inf where masked), m = max(u), d as in
     :func:`logsumexp`; for rows without a finite maximum ``log(softmax(u))``'s limits."""
     u, axis, dtype = _prepare(x, axis, temperature, out, where)
@@ -112,7 +116,7 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False, out=None)
     x = v.as_float_array(x, "x")
     dtype = v.result_dtype(x_in, x)
     axis = v.normalize_axis(axis, x.ndim)
-    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
+    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1 :]
     v.check_out(out, shape, dtype)
     m, log1p_d = _shift_and_log1p(x, axis)
     with np.errstate(invalid="ignore"):
@@ -132,31 +136,42 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
     return _result(p[..., :, None] * eye - p[..., :, None] * p[..., None, :], dtype)
 
 
-def softmax_jvp(probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
-                out=None) -> np.ndarray:
+def softmax_jvp(
+    probs: ArrayLike, tangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None
+) -> np.ndarray:
     """Reference: ``np.einsum('...ij,...j->...i', J, v) / T`` with the full Jacobian J."""
-    p, t, axis, inv_t, dtype = v.product_args(probs, tangent, ("probs", "tangent"), axis,
-                                              temperature, out)
+    p, t, axis, inv_t, dtype = v.product_args(
+        probs, tangent, ("probs", "tangent"), axis, temperature, out
+    )
     jac = softmax_jacobian(p, axis)
     res = np.einsum("...ij,...j->...i", jac, np.moveaxis(t, axis, -1)) * inv_t
     return _finish(np.moveaxis(res, -1, axis), out, dtype)
 
 
-def softmax_vjp(probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
-                out=None) -> np.ndarray:
+def softmax_vjp(
+    probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out=None
+) -> np.ndarray:
     """Reference: ``np.einsum('...j,...ji->...i', g, J) / T`` with the full Jacobian J."""
-    p, g, axis, inv_t, dtype = v.product_args(probs, cotangent, ("probs", "cotangent"), axis,
-                                              temperature, out)
+    p, g, axis, inv_t, dtype = v.product_args(
+        probs, cotangent, ("probs", "cotangent"), axis, temperature, out
+    )
     jac = softmax_jacobian(p, axis)
     res = np.einsum("...j,...ji->...i", np.moveaxis(g, axis, -1), jac) * inv_t
     return _finish(np.moveaxis(res, -1, axis), out, dtype)
 
 
-def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, *,
-                    temperature: float = 1.0, out=None) -> np.ndarray:
+def log_softmax_vjp(
+    log_probs: ArrayLike,
+    cotangent: ArrayLike,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    out=None,
+) -> np.ndarray:
     """Reference: ``g^T (I - 1 p^T) / T`` with p = exp(logp): the log_softmax Jacobian is I - 1 p^T."""
-    lp, g, axis, inv_t, dtype = v.product_args(log_probs, cotangent, ("log_probs", "cotangent"),
-                                               axis, temperature, out)
+    lp, g, axis, inv_t, dtype = v.product_args(
+        log_probs, cotangent, ("log_probs", "cotangent"), axis, temperature, out
+    )
     p = np.exp(np.moveaxis(lp, axis, -1))
     c = p.shape[-1]
     jac = np.eye(c, dtype=p.dtype) - np.ones((c, 1), dtype=p.dtype) * p[..., None, :]
@@ -164,13 +179,32 @@ def log_softmax_vjp(log_probs: ArrayLike, cotangent: ArrayLike, axis: int = -1, 
     return _finish(np.moveaxis(res, -1, axis), out, dtype)
 
 
-def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-              z_loss, softcap, grad_output, where):
+def _ce_terms(
+    logits,
+    target,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    temperature,
+    z_loss,
+    softcap,
+    grad_output,
+    where,
+):
     """Per-row target shares of the -log p terms (q = share * weight), the class weights, the
     mean denominator, u, du/dz and the upstream grads."""
     z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask = v.cross_entropy_args(
-        logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-        grad_output, where)
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        grad_output,
+        where,
+    )
     v.check_z_loss(z_loss)
     v.check_softcap(softcap, scale, z.dtype)
     inv_t = v.inverse_temperature(temperature)
@@ -201,13 +235,35 @@ def _ce_terms(logits, target, weight, ignore_index, reduction, label_smoothing, 
     return z, u, du_dz, share, w, denom, gout, reduction, live, kept
 
 
-def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing, temperature,
-                  z_loss, softcap, grad_output, where, loss_dtype=None):
+def _ce_loss_grad(
+    logits,
+    target,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    temperature,
+    z_loss,
+    softcap,
+    grad_output,
+    where,
+    loss_dtype=None,
+):
     """(loss rounded from float64 to ``loss_dtype`` (default: the logits' compute dtype), the
     gradient in the compute dtype, the logits in it)."""
     z, u, du_dz, share, w, denom, gout, reduction, live, kept = _ce_terms(
-        logits, target, weight, ignore_index, reduction, label_smoothing, temperature, z_loss,
-        softcap, grad_output, where)
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        grad_output,
+        where,
+    )
     p = _safe_softmax(u, -1)
     logp = _log_softmax(u, -1)  # not log(p): p underflows to 0 where log p is still finite
     m, log1p_d = _shift_and_log1p(u, -1)
@@ -238,77 +294,211 @@ def _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothi
     return loss, grad.astype(z.dtype).reshape(z.shape), z
 
 
-def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
-                  z_loss: float = 0.0, softcap=None, where=None):
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap=None,
+    where=None,
+):
     """Reference: ``sum_c -q_c log_softmax(u)_c + zl logsumexp(u)^2`` per row, u = z / T (or
     ``c tanh(z / c) / T``), reduced like PyTorch."""
-    loss, _, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                               temperature, z_loss, softcap, 1.0, where)
+    loss, _, z = _ce_loss_grad(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        1.0,
+        where,
+    )
     return _result(loss, v.result_dtype(logits, z))
 
 
-def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
-                           ignore_index: int = -100, reduction: str = "mean",
-                           label_smoothing: float = 0.0, temperature: float = 1.0,
-                           z_loss: float = 0.0, softcap=None, grad_output: Any = 1.0, out=None,
-                           where=None) -> np.ndarray:
+def cross_entropy_backward(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap=None,
+    grad_output: Any = 1.0,
+    out=None,
+    where=None,
+) -> np.ndarray:
     """Reference: ``(softmax(u) * (sum(q) + 2 zl L) - q) * du/dz * grad_output / denominator``."""
-    _, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                               temperature, z_loss, softcap, grad_output, where)
+    _, grad, z = _ce_loss_grad(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        grad_output,
+        where,
+    )
     dtype = v.result_dtype(logits, z)
     v.check_out(out, z.shape, dtype)
     return _finish(grad, out, dtype)
 
 
-def cross_entropy_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
-                            ignore_index: int = -100, reduction: str = "mean",
-                            label_smoothing: float = 0.0, temperature: float = 1.0,
-                            z_loss: float = 0.0, softcap=None, out=None, where=None):
+def cross_entropy_with_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap=None,
+    out=None,
+    where=None,
+):
     """Reference: ``(cross_entropy(...), cross_entropy_backward(...))``."""
-    loss, grad, z = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                                  temperature, z_loss, softcap, 1.0, where)
+    loss, grad, z = _ce_loss_grad(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        1.0,
+        where,
+    )
     dtype = v.result_dtype(logits, z)
     v.check_out(out, z.shape, dtype)
     return _result(loss, dtype), _finish(grad, out, dtype)
 
 
-def _linear_loss_grads(x, linear_weight, target, linear_bias, weight, ignore_index, reduction,
-                       label_smoothing, temperature, z_loss, softcap, chunk_size):
+def _linear_loss_grads(
+    x,
+    linear_weight,
+    target,
+    linear_bias,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    temperature,
+    z_loss,
+    softcap,
+    chunk_size,
+):
     """The full logits ``x @ W.T + b`` in the compute dtype, the cross-entropy twin on them (loss
     in float64 rounded once to the result dtype), the chain rule in the compute dtype; every
     result rounded once to the result dtype (float16 for float16 x, W and b)."""
     x, w, b, dtype = v.check_linear(x, linear_weight, linear_bias)
     v.check_chunk_size(chunk_size)
     logits = x @ w.T if b is None else x @ w.T + b
-    loss, g, _ = _ce_loss_grad(logits, target, weight, ignore_index, reduction, label_smoothing,
-                               temperature, z_loss, softcap, 1.0, None, loss_dtype=dtype)
+    loss, g, _ = _ce_loss_grad(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        1.0,
+        None,
+        loss_dtype=dtype,
+    )
     g2 = g.reshape(-1, w.shape[0])
     x2 = x.reshape(-1, w.shape[1])
     dx = (g2 @ w).reshape(x.shape)
-    return (_result(loss, dtype), _result(dx, dtype), _result(g2.T @ x2, dtype),
-            None if b is None else _result(g2.sum(axis=0), dtype))
+    return (
+        _result(loss, dtype),
+        _result(dx, dtype),
+        _result(g2.T @ x2, dtype),
+        None if b is None else _result(g2.sum(axis=0), dtype),
+    )
 
 
-def linear_cross_entropy(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
-                         linear_bias=None, weight=None, ignore_index: int = -100,
-                         reduction: str = "mean", label_smoothing: float = 0.0,
-                         temperature: float = 1.0, z_loss: float = 0.0, softcap=None,
-                         chunk_size=None):
+def linear_cross_entropy(
+    x: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    linear_bias=None,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap=None,
+    chunk_size=None,
+):
     """Reference: ``cross_entropy(x @ linear_weight.T + linear_bias, target, ...)``, logits in full."""
-    return _linear_loss_grads(x, linear_weight, target, linear_bias, weight, ignore_index,
-                              reduction, label_smoothing, temperature, z_loss, softcap,
-                              chunk_size)[0]
+    return _linear_loss_grads(
+        x,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        chunk_size,
+    )[0]
 
 
-def linear_cross_entropy_with_grad(x: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
-                                   linear_bias=None, weight=None, ignore_index: int = -100,
-                                   reduction: str = "mean", label_smoothing: float = 0.0,
-                                   temperature: float = 1.0, z_loss: float = 0.0, softcap=None,
-                                   chunk_size=None):
+def linear_cross_entropy_with_grad(
+    x: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    linear_bias=None,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap=None,
+    chunk_size=None,
+):
     """Reference: loss and ``(g @ W, g.T @ x, sum(g))`` with g = cross_entropy_backward(logits)."""
-    return _linear_loss_grads(x, linear_weight, target, linear_bias, weight, ignore_index,
-                              reduction, label_smoothing, temperature, z_loss, softcap, chunk_size)
+    return _linear_loss_grads(
+        x,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        temperature,
+        z_loss,
+        softcap,
+        chunk_size,
+    )
 
 
 def _selected(logits, index, temperature):
@@ -332,8 +522,9 @@ def selective_log_softmax(logits: ArrayLike, index: ArrayLike, *, temperature: f
     return _result(np.take_along_axis(logp, idx, axis=1).reshape(shape), dtype)
 
 
-def selective_log_softmax_vjp(logits: ArrayLike, index: ArrayLike, cotangent: ArrayLike, *,
-                              temperature: float = 1.0, out=None) -> np.ndarray:
+def selective_log_softmax_vjp(
+    logits: ArrayLike, index: ArrayLike, cotangent: ArrayLike, *, temperature: float = 1.0, out=None
+) -> np.ndarray:
     """Reference: the cotangent scattered (added) into a full (rows, C) array, then
     :func:`log_softmax_vjp` (``g^T (I - 1 p^T) / T``)."""
     logp, idx, shape, z, dtype = _selected(logits, index, temperature)
@@ -399,8 +590,10 @@ def _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output):
     a = w * pw * y  # coefficient of -log sigmoid(x)
     b = w * (1.0 - y)  # coefficient of -log(1 - sigmoid(x)) = -log sigmoid(-x)
     with np.errstate(invalid="ignore"):
-        elem = -(np.where(a != 0, a * _log_sigmoid64(x), 0.0)
-                 + np.where(b != 0, b * _log_sigmoid64(-x), 0.0))
+        elem = -(
+            np.where(a != 0, a * _log_sigmoid64(x), 0.0)
+            + np.where(b != 0, b * _log_sigmoid64(-x), 0.0)
+        )
     elem = np.where(np.isnan(x), np.nan, elem)
     n = x.size
     scale = (1.0 / n if n else np.nan) if reduction == "mean" else 1.0
@@ -415,23 +608,38 @@ def _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output):
     return _result(loss, dtype), grad.astype(dtype)
 
 
-def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *, weight=None,
-                                     pos_weight=None, reduction: str = "mean"):
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike, target: ArrayLike, *, weight=None, pos_weight=None, reduction: str = "mean"
+):
     """Reference: ``-w (pw y log sigmoid(x) + (1 - y) log(1 - sigmoid(x)))``, reduced like PyTorch."""
     return _bce_loss_grad(logits, target, weight, pos_weight, reduction, 1.0)[0]
 
 
-def binary_cross_entropy_with_logits_backward(logits: ArrayLike, target: ArrayLike, *, weight=None,
-                                              pos_weight=None, reduction: str = "mean",
-                                              grad_output: Any = 1.0, out=None) -> np.ndarray:
+def binary_cross_entropy_with_logits_backward(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight=None,
+    pos_weight=None,
+    reduction: str = "mean",
+    grad_output: Any = 1.0,
+    out=None,
+) -> np.ndarray:
     """Reference: ``w ((1 - y + pw y) sigmoid(x) - pw y) * grad_output / denominator``."""
     _, grad = _bce_loss_grad(logits, target, weight, pos_weight, reduction, grad_output)
     v.check_out(out, grad.shape, grad.dtype)
     return _finish(grad, out, grad.dtype)
 
 
-def binary_cross_entropy_with_logits_with_grad(logits: ArrayLike, target: ArrayLike, *, weight=None,
-                                               pos_weight=None, reduction: str = "mean", out=None):
+def binary_cross_entropy_with_logits_with_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight=None,
+    pos_weight=None,
+    reduction: str = "mean",
+    out=None,
+):
     """Reference: ``(binary_cross_entropy_with_logits(...), ..._backward(...))``."""
     loss, grad = _bce_loss_grad(logits, target, weight, pos_weight, reduction, 1.0)
     v.check_out(out, grad.shape, grad.dtype)

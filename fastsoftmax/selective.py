@@ -31,8 +31,9 @@ def _checked(logits: ArrayLike, index: ArrayLike, temperature: float):
     return z, dtype, scale, idx, shape
 
 
-def selective_log_softmax(logits: ArrayLike, index: ArrayLike, *,
-                          temperature: float = 1.0) -> np.ndarray | np.floating:
+def selective_log_softmax(
+    logits: ArrayLike, index: ArrayLike, *, temperature: float = 1.0
+) -> np.ndarray | np.floating:
     """``log_softmax(logits / temperature)`` at the classes ``index`` (class axis last).
 
     Parameters
@@ -60,8 +61,14 @@ def selective_log_softmax(logits: ArrayLike, index: ArrayLike, *,
     return v.deliver(out.reshape(shape), dtype, None)
 
 
-def selective_log_softmax_vjp(logits: ArrayLike, index: ArrayLike, cotangent: ArrayLike, *,
-                              temperature: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+def selective_log_softmax_vjp(
+    logits: ArrayLike,
+    index: ArrayLike,
+    cotangent: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Gradient of ``sum(cotangent * selective_log_softmax(logits, index))`` with respect to logits.
 
     ``(scatter_add(g, index) - softmax(logits / T) * sum_k g_k) / T`` per row, g = cotangent
@@ -83,8 +90,9 @@ def selective_log_softmax_vjp(logits: ArrayLike, index: ArrayLike, cotangent: Ar
         float16 logits: computed in float32, rounded once).
     """
     if "dask" in sys.modules and dask_in(logits, index, cotangent):
-        return dask_call("selective_log_softmax_vjp", logits, index, cotangent,
-                         temperature=temperature, out=out)
+        return dask_call(
+            "selective_log_softmax_vjp", logits, index, cotangent, temperature=temperature, out=out
+        )
     z, dtype, scale, idx, shape = _checked(logits, index, temperature)
     g = v.as_float_array(cotangent, "cotangent")
     if g.shape != shape:

@@ -13,8 +13,14 @@ from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 
-def _rowwise(kernel, x: ArrayLike, axis: int, temperature: float, out: np.ndarray | None,
-             where: ArrayLike | None) -> np.ndarray:
+def _rowwise(
+    kernel,
+    x: ArrayLike,
+    axis: int,
+    temperature: float,
+    out: np.ndarray | None,
+    where: ArrayLike | None,
+) -> np.ndarray:
     x_in = x
     x = v.as_float_array(x, "x")
     dtype = v.result_dtype(x_in, x)
@@ -31,8 +37,14 @@ def _rowwise(kernel, x: ArrayLike, axis: int, temperature: float, out: np.ndarra
     return v.deliver(dest.result(), dtype, out)
 
 
-def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
-            out: np.ndarray | None = None, where: ArrayLike | None = None) -> np.ndarray:
+def softmax(
+    x: ArrayLike,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    out: np.ndarray | None = None,
+    where: ArrayLike | None = None,
+) -> np.ndarray:
     """Softmax along ``axis``: ``p_i = exp(x_i / T - m) / sum_j exp(x_j / T - m)``, m = max(x / T).
 
     Parameters
@@ -63,8 +75,14 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
     return _rowwise(softmax_rows, x, axis, temperature, out, where)
 
 
-def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
-                out: np.ndarray | None = None, where: ArrayLike | None = None) -> np.ndarray:
+def log_softmax(
+    x: ArrayLike,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    out: np.ndarray | None = None,
+    where: ArrayLike | None = None,
+) -> np.ndarray:
     """Log of the softmax along ``axis``: ``x_i / T - logsumexp(x / T)``, computed stably.
 
     Parameters and special values as in :func:`softmax`; -inf entries give -inf, an all -inf
@@ -76,8 +94,9 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
     return _rowwise(log_softmax_rows, x, axis, temperature, out, where)
 
 
-def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
-              out: np.ndarray | None = None) -> np.ndarray | np.floating:
+def logsumexp(
+    x: ArrayLike, axis: int = -1, *, keepdims: bool = False, out: np.ndarray | None = None
+) -> np.ndarray | np.floating:
     """``log(sum(exp(x), axis))`` computed as ``m + log(sum(exp(x - m)))`` with m = max(x).
 
     Parameters
@@ -104,13 +123,17 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, keepdims: bool = False,
     x = v.as_float_array(x, "x")
     dtype = v.result_dtype(x_in, x)
     axis = v.normalize_axis(axis, x.ndim)
-    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
+    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1 :]
     v.check_out(out, shape, dtype)
     if x.shape[axis] == 0:  # the sum of no terms is 0
         return v.deliver(np.full(shape, -np.inf, dtype), dtype, out)
     rows = v.to_rows(x, axis)
-    direct = (out is not None and dtype == x.dtype and out.flags.c_contiguous
-              and not np.may_share_memory(out, x))
+    direct = (
+        out is not None
+        and dtype == x.dtype
+        and out.flags.c_contiguous
+        and not np.may_share_memory(out, x)
+    )
     result = out if direct else np.empty(shape, x.dtype)
     launch(logsumexp_rows, rows.size, rows, result.reshape(-1))
     return v.deliver(result, dtype, out)

@@ -54,8 +54,14 @@ def _as_input(x: ArrayLike) -> np.ndarray:
     return arr
 
 
-def numerical_grad(f: Callable[[np.ndarray], Any], x: ArrayLike, *, eps: float | None = None,
-                   indices: ArrayLike | None = None, returns_grad: bool = False) -> np.ndarray:
+def numerical_grad(
+    f: Callable[[np.ndarray], Any],
+    x: ArrayLike,
+    *,
+    eps: float | None = None,
+    indices: ArrayLike | None = None,
+    returns_grad: bool = False,
+) -> np.ndarray:
     """Central finite-difference gradient of the scalar function ``f`` at ``x``.
 
     ``g[i] = (f(x + h e_i) - f(x - h e_i)) / ((x_i + h) - (x_i - h))`` with
@@ -88,7 +94,9 @@ def numerical_grad(f: Callable[[np.ndarray], Any], x: ArrayLike, *, eps: float |
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be finite and > 0, got {eps!r}")
     flat = x.reshape(-1)
-    idx = np.arange(flat.size) if indices is None else np.asarray(indices, dtype=np.intp).reshape(-1)
+    idx = (
+        np.arange(flat.size) if indices is None else np.asarray(indices, dtype=np.intp).reshape(-1)
+    )
     g = np.zeros(flat.size, dtype=np.float64)
     for i in idx:
         xi = flat[i]
@@ -102,9 +110,14 @@ def numerical_grad(f: Callable[[np.ndarray], Any], x: ArrayLike, *, eps: float |
     return g.reshape(x.shape)
 
 
-def check_grad(f: Callable[[np.ndarray], Any], x: ArrayLike,
-               grad: ArrayLike | Callable[[np.ndarray], ArrayLike] | None = None, *,
-               eps: float | None = None, indices: ArrayLike | None = None) -> float:
+def check_grad(
+    f: Callable[[np.ndarray], Any],
+    x: ArrayLike,
+    grad: ArrayLike | Callable[[np.ndarray], ArrayLike] | None = None,
+    *,
+    eps: float | None = None,
+    indices: ArrayLike | None = None,
+) -> float:
     """Worst relative error between an analytic gradient and central finite differences.
 
     The error is ``max_i |g_fd[i] - g[i]| / max(max_i |g_fd[i]|, tiny)`` over the checked

@@ -37,10 +37,12 @@ from fastsoftmax import reference as ref
 
 # --------------------------------------------------------------------------- hypothesis profiles
 
-settings.register_profile("ci", max_examples=50, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=10_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("FASTSOFTMAX_HYPOTHESIS_PROFILE", "ci"))
 
 # --------------------------------------------------------------------------- plain-Python runs
@@ -76,8 +78,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 Args = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-def random_logits(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator,
-                  scale: float = 3.0) -> np.ndarray:
+def random_logits(
+    shape: tuple[int, ...], dtype: Any, rng: np.random.Generator, scale: float = 3.0
+) -> np.ndarray:
     """Logits of ``dtype``: normal * scale for floats, small integers for ints, coin flips for bool."""
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
@@ -88,8 +91,9 @@ def random_logits(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator,
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
-def random_probs(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator,
-                 axis: int = -1) -> np.ndarray:
+def random_probs(
+    shape: tuple[int, ...], dtype: Any, rng: np.random.Generator, axis: int = -1
+) -> np.ndarray:
     """Rows of probabilities along ``axis`` (the float64 softmax of random logits), cast to ``dtype``.
 
     For integer and bool dtypes the values are not probabilities but still valid arguments.
@@ -224,8 +228,16 @@ class Comparison:
     n_inputs: int = 1
     error_scale: Callable[[tuple, dict, Any], float] | None = None
 
-    def check(self, actual: Any, expected: Any, args: tuple, kwargs: dict | None = None, *,
-              rtol: float | None = None, err_msg: str = "") -> None:
+    def check(
+        self,
+        actual: Any,
+        expected: Any,
+        args: tuple,
+        kwargs: dict | None = None,
+        *,
+        rtol: float | None = None,
+        err_msg: str = "",
+    ) -> None:
         """Assert that a fast result matches the reference result for ``f(*args, **kwargs)``."""
         kwargs = {} if kwargs is None else kwargs
         scale = None if self.error_scale is None else self.error_scale(args, kwargs, expected)
@@ -235,9 +247,9 @@ class Comparison:
         """Shape of the array result (the gradient for ``cross_entropy_with_grad``)."""
         axis = axis % len(shape)
         if self.name == "logsumexp":
-            return shape[:axis] + shape[axis + 1:]
+            return shape[:axis] + shape[axis + 1 :]
         if self.name == "softmax_jacobian":
-            return shape[:axis] + shape[axis + 1:] + (shape[axis], shape[axis])
+            return shape[:axis] + shape[axis + 1 :] + (shape[axis], shape[axis])
         if self.name == "cross_entropy":
             return ()
         return shape
@@ -246,36 +258,116 @@ class Comparison:
 REFERENCE_MAX_CLASSES = 512
 
 _ENTRIES = [
-    Comparison("softmax", fs.softmax, ref.softmax, _make_x, None, "forward",
-               error_scale=_relative_only),
-    Comparison("log_softmax", fs.log_softmax, ref.log_softmax, _make_x, None, "forward",
-               error_scale=_log_softmax_scale),
-    Comparison("logsumexp", fs.logsumexp, ref.logsumexp, _make_x, None, "forward",
-               takes_temperature=False, error_scale=_log_scale),
-    Comparison("softmax_jacobian", fs.softmax_jacobian, ref.softmax_jacobian, _make_probs,
-               REFERENCE_MAX_CLASSES, "derivative", takes_temperature=False, takes_out=False,
-               error_scale=_jacobian_scale),
-    Comparison("softmax_jvp", fs.softmax_jvp, ref.softmax_jvp, _make_probs_vector,
-               REFERENCE_MAX_CLASSES, "derivative", n_inputs=2, error_scale=_product_scale),
-    Comparison("softmax_vjp", fs.softmax_vjp, ref.softmax_vjp, _make_probs_vector,
-               REFERENCE_MAX_CLASSES, "derivative", n_inputs=2, error_scale=_product_scale),
-    Comparison("log_softmax_vjp", fs.log_softmax_vjp, ref.log_softmax_vjp, _make_log_probs_vector,
-               REFERENCE_MAX_CLASSES, "derivative", n_inputs=2, error_scale=_log_vjp_scale),
-    Comparison("cross_entropy", fs.cross_entropy, ref.cross_entropy, _make_ce, None, "loss",
-               takes_axis=False, takes_out=False),
-    Comparison("cross_entropy_backward", fs.cross_entropy_backward, ref.cross_entropy_backward,
-               _make_ce, None, "loss", takes_axis=False),
-    Comparison("cross_entropy_with_grad", fs.cross_entropy_with_grad, ref.cross_entropy_with_grad,
-               _make_ce, None, "loss", takes_axis=False),
+    Comparison(
+        "softmax", fs.softmax, ref.softmax, _make_x, None, "forward", error_scale=_relative_only
+    ),
+    Comparison(
+        "log_softmax",
+        fs.log_softmax,
+        ref.log_softmax,
+        _make_x,
+        None,
+        "forward",
+        error_scale=_log_softmax_scale,
+    ),
+    Comparison(
+        "logsumexp",
+        fs.logsumexp,
+        ref.logsumexp,
+        _make_x,
+        None,
+        "forward",
+        takes_temperature=False,
+        error_scale=_log_scale,
+    ),
+    Comparison(
+        "softmax_jacobian",
+        fs.softmax_jacobian,
+        ref.softmax_jacobian,
+        _make_probs,
+        REFERENCE_MAX_CLASSES,
+        "derivative",
+        takes_temperature=False,
+        takes_out=False,
+        error_scale=_jacobian_scale,
+    ),
+    Comparison(
+        "softmax_jvp",
+        fs.softmax_jvp,
+        ref.softmax_jvp,
+        _make_probs_vector,
+        REFERENCE_MAX_CLASSES,
+        "derivative",
+        n_inputs=2,
+        error_scale=_product_scale,
+    ),
+    Comparison(
+        "softmax_vjp",
+        fs.softmax_vjp,
+        ref.softmax_vjp,
+        _make_probs_vector,
+        REFERENCE_MAX_CLASSES,
+        "derivative",
+        n_inputs=2,
+        error_scale=_product_scale,
+    ),
+    Comparison(
+        "log_softmax_vjp",
+        fs.log_softmax_vjp,
+        ref.log_softmax_vjp,
+        _make_log_probs_vector,
+        REFERENCE_MAX_CLASSES,
+        "derivative",
+        n_inputs=2,
+        error_scale=_log_vjp_scale,
+    ),
+    Comparison(
+        "cross_entropy",
+        fs.cross_entropy,
+        ref.cross_entropy,
+        _make_ce,
+        None,
+        "loss",
+        takes_axis=False,
+        takes_out=False,
+    ),
+    Comparison(
+        "cross_entropy_backward",
+        fs.cross_entropy_backward,
+        ref.cross_entropy_backward,
+        _make_ce,
+        None,
+        "loss",
+        takes_axis=False,
+    ),
+    Comparison(
+        "cross_entropy_with_grad",
+        fs.cross_entropy_with_grad,
+        ref.cross_entropy_with_grad,
+        _make_ce,
+        None,
+        "loss",
+        takes_axis=False,
+    ),
 ]
 
 COMPARISONS: dict[str, Comparison] = {c.name: c for c in _ENTRIES}
 # The softmax family, its derivatives and cross-entropy; tests/test_softmax.py checks
 # that the table holds exactly these and that each is public. (The binary family has its own tests.)
-SOFTMAX_FAMILY_API = frozenset({
-    "softmax", "log_softmax", "logsumexp", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
-    "log_softmax_vjp", "cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad",
-})
+SOFTMAX_FAMILY_API = frozenset(
+    {
+        "softmax",
+        "log_softmax",
+        "logsumexp",
+        "softmax_jacobian",
+        "softmax_jvp",
+        "softmax_vjp",
+        "log_softmax_vjp",
+        "cross_entropy",
+        "cross_entropy_backward",
+        "cross_entropy_with_grad",
+    }
+)
 
 FORWARD = [c.name for c in _ENTRIES if c.family == "forward"]
 DERIVATIVES = [c.name for c in _ENTRIES if c.family == "derivative"]
@@ -306,8 +398,9 @@ def rtol_for(dtype: Any) -> float:
     return RTOL[np.dtype(dtype)]
 
 
-def assert_close(actual: Any, expected: Any, *, rtol: float | None = None, atol: float = 0.0,
-                 err_msg: str = "") -> None:
+def assert_close(
+    actual: Any, expected: Any, *, rtol: float | None = None, atol: float = 0.0, err_msg: str = ""
+) -> None:
     """Equal dtype and shape, NaN/inf in the same places, finite values within rtol/atol.
 
     ``atol`` is at least ``rtol`` times the dtype's smallest normal number: a subnormal result has
@@ -321,12 +414,19 @@ def assert_close(actual: Any, expected: Any, *, rtol: float | None = None, atol:
         rtol = rtol_for(expected.dtype)
     if expected.dtype.kind == "f":
         atol = max(atol, rtol * float(np.finfo(expected.dtype).tiny))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True,
-                               err_msg=err_msg, strict=True)
+    np.testing.assert_allclose(
+        actual, expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=err_msg, strict=True
+    )
 
 
-def assert_matches(actual: Any, expected: Any, *, rtol: float | None = None,
-                   atol_scale: float | None = None, err_msg: str = "") -> None:
+def assert_matches(
+    actual: Any,
+    expected: Any,
+    *,
+    rtol: float | None = None,
+    atol_scale: float | None = None,
+    err_msg: str = "",
+) -> None:
     """``assert_close`` for results of any public function (arrays, scalars, (loss, grad) tuples).
 
     The absolute tolerance is ``rtol * atol_scale``; ``atol_scale=None`` takes the largest finite
@@ -336,7 +436,7 @@ def assert_matches(actual: Any, expected: Any, *, rtol: float | None = None,
     """
     if isinstance(expected, tuple):
         assert isinstance(actual, tuple) and len(actual) == len(expected), err_msg
-        for a, e in zip(actual, expected):
+        for a, e in zip(actual, expected, strict=True):
             assert_matches(a, e, rtol=rtol, atol_scale=atol_scale, err_msg=err_msg)
         return
     expected_arr = np.asarray(expected)
@@ -346,7 +446,8 @@ def assert_matches(actual: Any, expected: Any, *, rtol: float | None = None,
         finite = np.abs(expected_arr[np.isfinite(expected_arr)])
         atol_scale = float(finite.max()) if finite.size else 0.0
     assert isinstance(actual, np.ndarray) == isinstance(expected, np.ndarray), (
-        f"{err_msg}: returned {type(actual).__name__}, reference {type(expected).__name__}")
+        f"{err_msg}: returned {type(actual).__name__}, reference {type(expected).__name__}"
+    )
     assert_close(actual, expected, rtol=rtol, atol=rtol * atol_scale, err_msg=err_msg)
 
 

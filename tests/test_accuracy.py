@@ -55,7 +55,9 @@ def test_vexp_ulp_error_over_the_normal_range(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vexp_special_values(dtype):
     info = np.finfo(dtype)
-    x = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0, 1e4, -1e4, np.log(float(info.max)) * 1.01], dtype)
+    x = np.array(
+        [-np.inf, np.inf, np.nan, 0.0, -0.0, 1e4, -1e4, np.log(float(info.max)) * 1.01], dtype
+    )
     got = np.empty_like(x)
     _apply_vexp(x, got)
     np.testing.assert_array_equal(got[:2], [0.0, np.inf])
@@ -66,7 +68,9 @@ def test_vexp_special_values(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vexp_subnormal_results(dtype):
     info = np.finfo(dtype)
-    x = np.linspace(np.log(float(info.smallest_subnormal)) + 0.5, np.log(float(info.tiny)), 10_001).astype(dtype)
+    x = np.linspace(
+        np.log(float(info.smallest_subnormal)) + 0.5, np.log(float(info.tiny)), 10_001
+    ).astype(dtype)
     got = np.empty_like(x)
     _apply_vexp(x, got)
     exact = np.exp(x.astype(np.longdouble))

@@ -29,8 +29,12 @@ AxisError = np.exceptions.AxisError
 SOFTMAX_FAMILY = ["softmax", "log_softmax"]
 PRODUCTS = ["softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
 LOSSES = ["cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad"]
-WITH_OUT = SOFTMAX_FAMILY + ["logsumexp"] + PRODUCTS + ["cross_entropy_backward",
-                                                       "cross_entropy_with_grad"]
+WITH_OUT = (
+    SOFTMAX_FAMILY
+    + ["logsumexp"]
+    + PRODUCTS
+    + ["cross_entropy_backward", "cross_entropy_with_grad"]
+)
 WITH_AXIS = SOFTMAX_FAMILY + ["logsumexp", "softmax_jacobian"] + PRODUCTS
 WITH_TEMPERATURE = SOFTMAX_FAMILY + PRODUCTS + LOSSES
 ALL = SOFTMAX_FAMILY + ["logsumexp", "softmax_jacobian"] + PRODUCTS + LOSSES
@@ -99,20 +103,24 @@ def case(id: str, fn: str, build, exc, match=None, marks=()) -> None:
 
 def replace_arg(fn: str, index: int, value_factory: Callable[[], Any], **kwargs):
     """A builder: the valid arguments of ``fn`` with positional argument ``index`` replaced."""
+
     def build():
         args, kw = valid_args(fn)
         args[index] = value_factory()
         kw.update(kwargs)
         return args, kw
+
     return build
 
 
 def with_kwargs(fn: str, dtype=np.float64, **kwargs):
     """A builder: the valid arguments of ``fn`` plus ``kwargs`` (values, or factories)."""
+
     def build():
         args, kw = valid_args(fn, dtype)
         kw.update({k: v() if callable(v) else v for k, v in kwargs.items()})
         return args, kw
+
     return build
 
 
@@ -144,24 +152,44 @@ for fn in ALL:
             # both arrays must have the same shape for the error to be about the dimension
             def build(fn=fn, factory=factory):
                 return [factory(), factory()], {}
+
         if fn in LOSSES and name == "zero_classes":
+
             def build(fn=fn, factory=factory):
                 return [factory(), np.zeros(N, dtype=np.int64)], {}
+
         if fn in LOSSES and name == "scalar":
+
             def build(fn=fn, factory=factory):
                 return [factory(), 0], {}
+
         case(f"x_{name}", fn, build, exc, match)
 
 # The second array of the products: wrong shape and wrong dtype.
 for fn in PRODUCTS:
-    case("second_shape_mismatch", fn, replace_arg(fn, 1, lambda: logits((N, C + 1))), ValueError,
-         "shape")
+    case(
+        "second_shape_mismatch",
+        fn,
+        replace_arg(fn, 1, lambda: logits((N, C + 1))),
+        ValueError,
+        "shape",
+    )
     case("second_not_broadcast", fn, replace_arg(fn, 1, lambda: logits((C,))), ValueError, "shape")
     case("second_transposed", fn, replace_arg(fn, 1, lambda: logits((C, N))), ValueError, "shape")
-    case("second_complex", fn, replace_arg(fn, 1, lambda: logits().astype(np.complex128)),
-         TypeError, "complex")
-    case("second_object", fn, replace_arg(fn, 1, lambda: logits().astype(object)), TypeError,
-         "object")
+    case(
+        "second_complex",
+        fn,
+        replace_arg(fn, 1, lambda: logits().astype(np.complex128)),
+        TypeError,
+        "complex",
+    )
+    case(
+        "second_object",
+        fn,
+        replace_arg(fn, 1, lambda: logits().astype(object)),
+        TypeError,
+        "object",
+    )
     case("second_None", fn, replace_arg(fn, 1, lambda: None), TypeError, None)
     case("second_str", fn, replace_arg(fn, 1, lambda: "abc"), TypeError, "dtype")
 
@@ -189,22 +217,52 @@ BAD_TEMPERATURES = {
 }
 for fn in WITH_TEMPERATURE:
     for name, (value, exc, match) in BAD_TEMPERATURES.items():
-        case(f"temperature_{name}", fn, with_kwargs(fn, temperature=lambda value=value: value), exc,
-             match)
+        case(
+            f"temperature_{name}",
+            fn,
+            with_kwargs(fn, temperature=lambda value=value: value),
+            exc,
+            match,
+        )
 
 # out: wrong shape, wrong dtype, read-only, not an array, a different-shaped view of the input.
 for fn in WITH_OUT:
     shape = result_shape(fn)
-    case("out_shape", fn, with_kwargs(fn, out=lambda shape=shape: np.zeros(shape + (1,))), ValueError,
-         "out has shape")
-    case("out_dtype_float32", fn, with_kwargs(fn, out=lambda shape=shape: np.zeros(shape, np.float32)),
-         ValueError, "out has dtype")
-    case("out_dtype_int", fn, with_kwargs(fn, out=lambda shape=shape: np.zeros(shape, np.int64)),
-         ValueError, "out has dtype")
-    case("out_readonly", fn, with_kwargs(fn, out=lambda shape=shape: readonly(shape)), ValueError,
-         "read-only")
-    case("out_list", fn, with_kwargs(fn, out=lambda shape=shape: np.zeros(shape).tolist()), TypeError,
-         "numpy.ndarray")
+    case(
+        "out_shape",
+        fn,
+        with_kwargs(fn, out=lambda shape=shape: np.zeros(shape + (1,))),
+        ValueError,
+        "out has shape",
+    )
+    case(
+        "out_dtype_float32",
+        fn,
+        with_kwargs(fn, out=lambda shape=shape: np.zeros(shape, np.float32)),
+        ValueError,
+        "out has dtype",
+    )
+    case(
+        "out_dtype_int",
+        fn,
+        with_kwargs(fn, out=lambda shape=shape: np.zeros(shape, np.int64)),
+        ValueError,
+        "out has dtype",
+    )
+    case(
+        "out_readonly",
+        fn,
+        with_kwargs(fn, out=lambda shape=shape: readonly(shape)),
+        ValueError,
+        "read-only",
+    )
+    case(
+        "out_list",
+        fn,
+        with_kwargs(fn, out=lambda shape=shape: np.zeros(shape).tolist()),
+        TypeError,
+        "numpy.ndarray",
+    )
 
     def _aliasing_view(fn=fn):
         args, kw = valid_args(fn)
@@ -214,6 +272,7 @@ for fn in WITH_OUT:
     case("out_aliases_input_other_shape", fn, _aliasing_view, ValueError, "out has shape")
 
     if fn not in ("logsumexp",):
+
         def _transposed_view(fn=fn):
             args, kw = valid_args(fn)
             kw["out"] = args[0].T
@@ -237,14 +296,24 @@ for fn in WITH_OUT:
         kw["out"] = np.zeros(result_shape(fn), np.float32)
         return args, kw
 
-    case("out_float32_for_float16_input", fn, _float16_input_float32_out, ValueError,
-         "out has dtype")
+    case(
+        "out_float32_for_float16_input", fn, _float16_input_float32_out, ValueError, "out has dtype"
+    )
 
-case("out_keepdims_mismatch", "logsumexp",
-     with_kwargs("logsumexp", keepdims=True, out=lambda: np.zeros((N,))), ValueError, "out has shape")
-case("out_no_keepdims_mismatch", "logsumexp",
-     with_kwargs("logsumexp", keepdims=False, out=lambda: np.zeros((N, 1))), ValueError,
-     "out has shape")
+case(
+    "out_keepdims_mismatch",
+    "logsumexp",
+    with_kwargs("logsumexp", keepdims=True, out=lambda: np.zeros((N,))),
+    ValueError,
+    "out has shape",
+)
+case(
+    "out_no_keepdims_mismatch",
+    "logsumexp",
+    with_kwargs("logsumexp", keepdims=False, out=lambda: np.zeros((N, 1))),
+    ValueError,
+    "out has shape",
+)
 
 
 # Cross-entropy targets, weights, options and grad_output.
@@ -253,25 +322,69 @@ def ce_target(value_factory):
 
 
 BAD_TARGETS = {
-    "label_negative": (lambda: np.array([0, -1, 1]), ValueError,
-                       re.escape("target value -1 at index (1,)")),
-    "label_eq_C": (lambda: np.array([0, 1, C]), ValueError, re.escape(f"target value {C} at index (2,)")),
-    "label_huge": (lambda: np.array([2**40, 1, 1]), ValueError,
-                   re.escape(f"target value {2**40} at index (0,)")),
-    "label_huge_uint64": (lambda: np.array([1, 2**64 - 1, 1], dtype=np.uint64), ValueError,
-                          "out of range"),
+    "label_negative": (
+        lambda: np.array([0, -1, 1]),
+        ValueError,
+        re.escape("target value -1 at index (1,)"),
+    ),
+    "label_eq_C": (
+        lambda: np.array([0, 1, C]),
+        ValueError,
+        re.escape(f"target value {C} at index (2,)"),
+    ),
+    "label_huge": (
+        lambda: np.array([2**40, 1, 1]),
+        ValueError,
+        re.escape(f"target value {2**40} at index (0,)"),
+    ),
+    "label_huge_uint64": (
+        lambda: np.array([1, 2**64 - 1, 1], dtype=np.uint64),
+        ValueError,
+        "out of range",
+    ),
     "label_-101": (lambda: np.array([0, 1, -101]), ValueError, "out of range"),
-    "label_int8_negative": (lambda: np.array([0, -5, 1], dtype=np.int8), ValueError, "out of range"),
-    "index_target_too_long": (lambda: np.array([0, 1, 2, 3]), ValueError, "class-index target has shape"),
-    "index_target_2d": (lambda: np.array([[0], [1], [2]]), ValueError, "class-index target has shape"),
+    "label_int8_negative": (
+        lambda: np.array([0, -5, 1], dtype=np.int8),
+        ValueError,
+        "out of range",
+    ),
+    "index_target_too_long": (
+        lambda: np.array([0, 1, 2, 3]),
+        ValueError,
+        "class-index target has shape",
+    ),
+    "index_target_2d": (
+        lambda: np.array([[0], [1], [2]]),
+        ValueError,
+        "class-index target has shape",
+    ),
     "index_target_scalar": (lambda: 1, ValueError, "class-index target has shape"),
-    "float_target_batch_shape": (lambda: np.array([0.0, 1.0, 2.0]), ValueError,
-                                 "probability target has shape"),
-    "prob_target_wrong_classes": (lambda: probs((N, C + 1)), ValueError, "probability target has shape"),
+    "float_target_batch_shape": (
+        lambda: np.array([0.0, 1.0, 2.0]),
+        ValueError,
+        "probability target has shape",
+    ),
+    "prob_target_wrong_classes": (
+        lambda: probs((N, C + 1)),
+        ValueError,
+        "probability target has shape",
+    ),
     "prob_target_transposed": (lambda: probs((C, N)), ValueError, "probability target has shape"),
-    "prob_target_nan": (lambda: np.where(np.eye(N, C, dtype=bool), np.nan, probs()), ValueError, "NaN"),
-    "prob_target_inf": (lambda: np.where(np.eye(N, C, dtype=bool), np.inf, probs()), ValueError, "inf"),
-    "prob_target_-inf": (lambda: np.where(np.eye(N, C, dtype=bool), -np.inf, probs()), ValueError, "inf"),
+    "prob_target_nan": (
+        lambda: np.where(np.eye(N, C, dtype=bool), np.nan, probs()),
+        ValueError,
+        "NaN",
+    ),
+    "prob_target_inf": (
+        lambda: np.where(np.eye(N, C, dtype=bool), np.inf, probs()),
+        ValueError,
+        "inf",
+    ),
+    "prob_target_-inf": (
+        lambda: np.where(np.eye(N, C, dtype=bool), -np.inf, probs()),
+        ValueError,
+        "inf",
+    ),
     "target_complex": (lambda: probs().astype(np.complex128), TypeError, "target has dtype"),
     "target_bool": (lambda: np.array([True, False, True]), TypeError, "target has dtype"),
     "target_str": (lambda: np.array(["0", "1", "2"]), TypeError, "target has dtype"),
@@ -308,8 +421,11 @@ BAD_OPTIONS = {
     "softcap_negative": ({"softcap": -30.0}, ValueError, "softcap"),
     "softcap_nan": ({"softcap": float("nan")}, ValueError, "softcap"),
     "softcap_str": ({"softcap": "30"}, TypeError, "softcap"),
-    "softcap_over_temperature_overflows": ({"softcap": 1e300, "temperature": 1e-300}, ValueError,
-                                           "softcap / temperature"),
+    "softcap_over_temperature_overflows": (
+        {"softcap": 1e300, "temperature": 1e-300},
+        ValueError,
+        "softcap / temperature",
+    ),
 }
 for fn in LOSSES:
     for name, (factory, exc, match) in BAD_TARGETS.items():
@@ -317,30 +433,56 @@ for fn in LOSSES:
     for name, (factory, exc, match) in BAD_WEIGHTS.items():
         case(name, fn, with_kwargs(fn, weight=factory), exc, match)
     for name, (kwargs, exc, match) in BAD_OPTIONS.items():
-        case(name, fn, with_kwargs(fn, **{k: (lambda v=v: v) for k, v in kwargs.items()}), exc, match)
+        case(
+            name, fn, with_kwargs(fn, **{k: (lambda v=v: v) for k, v in kwargs.items()}), exc, match
+        )
     case("logits_0d", fn, lambda: ([np.float64(1.0), 0], {}), ValueError, "dimension")
-    case("logits_1d_target_1", fn, lambda: ([logits((C,)), np.array([1])], {}), ValueError,
-         "class-index target has shape")
+    case(
+        "logits_1d_target_1",
+        fn,
+        lambda: ([logits((C,)), np.array([1])], {}),
+        ValueError,
+        "class-index target has shape",
+    )
     # a label error wins over nothing: the right row index is named for extra batch dimensions
-    case("label_out_of_range_3d", fn,
-         lambda: ([logits((2, 3, C)), np.array([[0, 1, 2], [3, C + 2, 0]])], {}), ValueError,
-         re.escape(f"target value {C + 2} at index (1, 1)"))
+    case(
+        "label_out_of_range_3d",
+        fn,
+        lambda: ([logits((2, 3, C)), np.array([[0, 1, 2], [3, C + 2, 0]])], {}),
+        ValueError,
+        re.escape(f"target value {C + 2} at index (1, 1)"),
+    )
 
 BAD_GRAD_OUTPUT = {
     "array_for_mean": ({"grad_output": lambda: np.ones(N)}, ValueError, "grad_output has shape"),
-    "array_for_sum": ({"grad_output": lambda: np.ones(N), "reduction": "sum"}, ValueError,
-                      "grad_output has shape"),
-    "wrong_shape_none": ({"grad_output": lambda: np.ones(N + 1), "reduction": "none"}, ValueError,
-                         "grad_output has shape"),
-    "full_shape_none": ({"grad_output": lambda: np.ones((N, C)), "reduction": "none"}, ValueError,
-                        "grad_output has shape"),
+    "array_for_sum": (
+        {"grad_output": lambda: np.ones(N), "reduction": "sum"},
+        ValueError,
+        "grad_output has shape",
+    ),
+    "wrong_shape_none": (
+        {"grad_output": lambda: np.ones(N + 1), "reduction": "none"},
+        ValueError,
+        "grad_output has shape",
+    ),
+    "full_shape_none": (
+        {"grad_output": lambda: np.ones((N, C)), "reduction": "none"},
+        ValueError,
+        "grad_output has shape",
+    ),
     "complex": ({"grad_output": lambda: 1 + 1j}, TypeError, "grad_output"),
     "str": ({"grad_output": lambda: "1.0"}, TypeError, "grad_output"),
     "None": ({"grad_output": lambda: None}, TypeError, "grad_output"),
 }
 for name, (kwargs, exc, match) in BAD_GRAD_OUTPUT.items():
-    case(f"grad_output_{name}", "cross_entropy_backward",
-         with_kwargs("cross_entropy_backward", **kwargs), exc, match)
+    case(
+        f"grad_output_{name}",
+        "cross_entropy_backward",
+        with_kwargs("cross_entropy_backward", **kwargs),
+        exc,
+        match,
+    )
+
 
 # where= (the class mask of the softmax family and the losses): not boolean, not broadcastable,
 # or leaving out a class-index target.
@@ -351,18 +493,43 @@ def _mask_off_class_0():
 
 
 for fn in SOFTMAX_FAMILY + LOSSES:
-    case("where_float", fn, with_kwargs(fn, where=lambda: np.ones((N, C))), TypeError,
-         "where must be a boolean")
-    case("where_int", fn, with_kwargs(fn, where=lambda: np.ones((N, C), dtype=np.int64)), TypeError,
-         "where must be a boolean")
-    case("where_shape", fn, with_kwargs(fn, where=lambda: np.ones((N, C + 1), dtype=bool)),
-         ValueError, "does not broadcast")
-    case("where_transposed", fn, with_kwargs(fn, where=lambda: np.ones((C, N), dtype=bool)),
-         ValueError, "does not broadcast")
+    case(
+        "where_float",
+        fn,
+        with_kwargs(fn, where=lambda: np.ones((N, C))),
+        TypeError,
+        "where must be a boolean",
+    )
+    case(
+        "where_int",
+        fn,
+        with_kwargs(fn, where=lambda: np.ones((N, C), dtype=np.int64)),
+        TypeError,
+        "where must be a boolean",
+    )
+    case(
+        "where_shape",
+        fn,
+        with_kwargs(fn, where=lambda: np.ones((N, C + 1), dtype=bool)),
+        ValueError,
+        "does not broadcast",
+    )
+    case(
+        "where_transposed",
+        fn,
+        with_kwargs(fn, where=lambda: np.ones((C, N), dtype=bool)),
+        ValueError,
+        "does not broadcast",
+    )
 for fn in LOSSES:
     # labels() puts class 0 in row 0: that target is a left-out class
-    case("where_leaves_out_target", fn, with_kwargs(fn, where=_mask_off_class_0), ValueError,
-         re.escape("target value 0 at index (0,)"))
+    case(
+        "where_leaves_out_target",
+        fn,
+        with_kwargs(fn, where=_mask_off_class_0),
+        ValueError,
+        re.escape("target value 0 at index (0,)"),
+    )
 
 CASE_IDS = [c.id for c in CASES]
 assert len(set(CASE_IDS)) == len(CASE_IDS), "case ids must be unique"
@@ -382,13 +549,17 @@ def _assert_same(before: Any, value: Any, what: str) -> None:
     if isinstance(value, np.ndarray):
         copy, dtype, shape, strides, writeable = before
         assert (value.dtype, value.shape, value.strides, value.flags.writeable) == (
-            dtype, shape, strides, writeable), f"{what} changed its layout"
+            dtype,
+            shape,
+            strides,
+            writeable,
+        ), f"{what} changed its layout"
         if dtype.kind in "fc":
             np.testing.assert_array_equal(value, copy, err_msg=f"{what} was modified")
         else:
             assert np.array_equal(value.astype(object), copy.astype(object)), f"{what} was modified"
     elif isinstance(value, list):
-        for b, v in zip(before, value):
+        for b, v in zip(before, value, strict=True):
             _assert_same(b, v, what)
 
 
@@ -406,8 +577,9 @@ def _check_raises(func, c: Case, side: str) -> None:
         func(*args, **kwargs)
     # numba errors or bare asserts must never leak out as the "expected" class by accident
     assert type(info.value).__module__.split(".")[0] in ("builtins", "numpy"), (
-        f"{side}: unexpected exception type {type(info.value)}")
-    for i, (b, a) in enumerate(zip(before_args, args)):
+        f"{side}: unexpected exception type {type(info.value)}"
+    )
+    for i, (b, a) in enumerate(zip(before_args, args, strict=True)):
         _assert_same(b, a, f"{side}: positional argument {i}")
     for k, v in kwargs.items():
         _assert_same(before_kwargs[k], v, f"{side}: {k}=")

@@ -18,8 +18,9 @@ import pytest
 from fastsoftmax import _bench as b
 from fastsoftmax.__main__ import main
 
-TINY = b.Settings("test", min_time=0.0, min_repeats=1, max_repeats=1, sample_time=0.0,
-                  reference_max_elements=None)
+TINY = b.Settings(
+    "test", min_time=0.0, min_repeats=1, max_repeats=1, sample_time=0.0, reference_max_elements=None
+)
 
 
 # ------------------------------------------------------------------------------------- the grid
@@ -27,19 +28,25 @@ def test_grid_is_every_op_dtype_for_each_shape_shape_major():
     cases = b.grid()
     assert len({c.id for c in cases}) == len(cases)
     assert {(c.op, c.shape, c.dtype) for c in cases} == {
-        (op, shape, dtype) for op in b.OPS for shape in b.SHAPES for dtype in b.DTYPES}
+        (op, shape, dtype) for op in b.OPS for shape in b.SHAPES for dtype in b.DTYPES
+    }
     # shape-major in the order given: each shape's cases are contiguous, so its inputs are made once
     assert list(dict.fromkeys(c.shape for c in cases)) == list(b.SHAPES)
     per_shape = len(b.OPS) * len(b.DTYPES)
     shapes = [c.shape for c in cases]
-    assert all(shapes.index(s) + per_shape == len(shapes) - shapes[::-1].index(s)
-               for s in set(shapes))
+    assert all(
+        shapes.index(s) + per_shape == len(shapes) - shapes[::-1].index(s) for s in set(shapes)
+    )
     assert cases[0].id == f"{b.OPS[0]}|{b.SHAPES[0][0]}x{b.SHAPES[0][1]}|{b.DTYPES[0]}"
     assert all(c.big == (c.shape[0] * c.shape[1] >= b.BIG_ELEMENTS) for c in cases)
     # a selection keeps the order it is given in, still shape-major
     sub = b.grid(ops=["log_softmax", "softmax"], shapes=[(4, 10), (3, 5)], dtypes=["float64"])
-    assert [c.id for c in sub] == ["log_softmax|4x10|float64", "softmax|4x10|float64",
-                                   "log_softmax|3x5|float64", "softmax|3x5|float64"]
+    assert [c.id for c in sub] == [
+        "log_softmax|4x10|float64",
+        "softmax|4x10|float64",
+        "log_softmax|3x5|float64",
+        "softmax|3x5|float64",
+    ]
 
 
 def test_grid_rejects_unknown_names():
@@ -51,8 +58,9 @@ def test_grid_rejects_unknown_names():
         b.grid(shapes=[(0, 3)])
 
 
-@pytest.mark.parametrize(("text", "shape"), [("64x10", (64, 10)), ("4096X4096", (4096, 4096)),
-                                             ("3×5", (3, 5))])
+@pytest.mark.parametrize(
+    ("text", "shape"), [("64x10", (64, 10)), ("4096X4096", (4096, 4096)), ("3×5", (3, 5))]
+)
 def test_parse_shape(text, shape):
     assert b.parse_shape(text) == shape
 
@@ -102,7 +110,9 @@ def _expected(case, inputs):
         p, v = inputs["p"].astype(np.float64), inputs["v"].astype(np.float64)
         return p * (v - (p * v).sum(-1, keepdims=True))  # J v with J = diag(p) - p p^T
     x = inputs["x"].astype(np.float64)
-    lse = np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) + x.max(-1, keepdims=True)
+    lse = np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) + x.max(
+        -1, keepdims=True
+    )
     if case.op == "softmax":
         return np.exp(x - lse)
     if case.op == "log_softmax":
@@ -138,7 +148,9 @@ def test_every_implementation_computes_the_op(op, dtype):
             want = expected
         got = _to_numpy(got)
         assert got.dtype == np.dtype(dtype), name
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max(), err_msg=name)
+        np.testing.assert_allclose(
+            got, want, rtol=rtol, atol=rtol * np.abs(want).max(), err_msg=name
+        )
     b.clear_inputs()
 
 
@@ -147,7 +159,9 @@ def test_reference_status():
     assert b.reference_status(b.Case("softmax_jvp", (1024, 1000), "float32")).startswith("n/a")
     assert b.reference_status(b.Case("softmax_jvp", (2, 2000), "float32")).startswith("n/a")
     assert b.reference_status(b.Case("softmax", (4096, 4096), "float32")) is None
-    assert b.reference_status(b.Case("softmax", (4096, 4096), "float32"), b.QUICK).startswith("skipped")
+    assert b.reference_status(b.Case("softmax", (4096, 4096), "float32"), b.QUICK).startswith(
+        "skipped"
+    )
     assert b.reference_status(b.Case("softmax", (4096, 4096), "float32"), b.FULL) is None
     case = b.Case("softmax_jvp", (8192, 128), "float64")
     assert isinstance(b.implementations(case, b.make_inputs(case))["reference"], str)
@@ -156,8 +170,14 @@ def test_reference_status():
 
 def test_measure_counts_calls():
     calls = []
-    settings = b.Settings("t", min_time=0.0, min_repeats=3, max_repeats=3, sample_time=0.0,
-                          reference_max_elements=None)
+    settings = b.Settings(
+        "t",
+        min_time=0.0,
+        min_repeats=3,
+        max_repeats=3,
+        sample_time=0.0,
+        reference_max_elements=None,
+    )
     timing = b.measure(lambda: calls.append(1), settings)
     assert timing.repeats == 3 and timing.number == 1
     assert len(calls) == 1 + 3  # warm-up + samples
@@ -166,8 +186,14 @@ def test_measure_counts_calls():
 
 def test_measure_batches_short_calls():
     calls = []
-    settings = b.Settings("t", min_time=0.0, min_repeats=2, max_repeats=2, sample_time=1e-3,
-                          reference_max_elements=None)
+    settings = b.Settings(
+        "t",
+        min_time=0.0,
+        min_repeats=2,
+        max_repeats=2,
+        sample_time=1e-3,
+        reference_max_elements=None,
+    )
     timing = b.measure(lambda: calls.append(1), settings)
     assert timing.number > 1 and timing.repeats == 2
     assert len(calls) == 2 + 2 * timing.number  # warm-up, calibration, 2 samples of `number`
@@ -181,8 +207,10 @@ def tiny_results():
 
 
 def test_run_derives_numbers_from_raw_times(tiny_results):
-    assert [r["id"] for r in tiny_results] == ["softmax|4x10|float32",
-                                               "cross_entropy_with_grad|4x10|float32"]
+    assert [r["id"] for r in tiny_results] == [
+        "softmax|4x10|float32",
+        "cross_entropy_with_grad|4x10|float32",
+    ]
     for r in tiny_results:
         impls = r["impls"]
         assert impls["fastsoftmax"]["status"] == "ok" and impls["fastsoftmax"]["repeats"] == 1
@@ -199,15 +227,23 @@ def test_run_derives_numbers_from_raw_times(tiny_results):
 
 def test_statistic_min_derives_from_min_times():
     cases = b.grid(ops=["log_softmax"], shapes=[(3, 5)], dtypes=["float32"])
-    settings = b.Settings("t", min_time=0.0, min_repeats=3, max_repeats=3, sample_time=0.0,
-                          reference_max_elements=None)
-    (r,) = b.run(cases, settings, impls=["fastsoftmax", "fastsoftmax_out", "reference"],
-                 statistic="min")
+    settings = b.Settings(
+        "t",
+        min_time=0.0,
+        min_repeats=3,
+        max_repeats=3,
+        sample_time=0.0,
+        reference_max_elements=None,
+    )
+    (r,) = b.run(
+        cases, settings, impls=["fastsoftmax", "fastsoftmax_out", "reference"], statistic="min"
+    )
     impls = r["impls"]
     assert r["statistic"] == "min"
     assert math.isclose(r["gbps"], r["bytes"] / impls["fastsoftmax_out"]["min"] / 1e9)
-    assert math.isclose(r["speedup"]["reference"],
-                        impls["reference"]["min"] / impls["fastsoftmax"]["min"])
+    assert math.isclose(
+        r["speedup"]["reference"], impls["reference"]["min"] / impls["fastsoftmax"]["min"]
+    )
     assert "Times are the min per call" in b.format_tables([r])
     with pytest.raises(ValueError, match="statistic"):
         b.run(cases, settings, statistic="mean")
@@ -243,7 +279,16 @@ def test_tables(tiny_results):
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 * 3  # header, rule, one row per op
     header = table[0]
-    for column in ("shape", "dtype", "fastsoftmax", "out=", "GB/s", "% copy", "reference", "vs ref"):
+    for column in (
+        "shape",
+        "dtype",
+        "fastsoftmax",
+        "out=",
+        "GB/s",
+        "% copy",
+        "reference",
+        "vs ref",
+    ):
         assert column in header
     softmax_lines = table[:3]
     assert len({len(line) for line in softmax_lines}) == 1  # aligned
@@ -282,7 +327,9 @@ def test_progress_on_a_pipe_is_one_line_per_case(capsys):
     show(0, 2, case, "torch")
     show(1, 2, b.Case("log_softmax", (64, 10), "float32"), "fastsoftmax")
     show.done()
-    assert capsys.readouterr().err == "[1/2] softmax 64x10 float32\n[2/2] log_softmax 64x10 float32\n"
+    assert (
+        capsys.readouterr().err == "[1/2] softmax 64x10 float32\n[2/2] log_softmax 64x10 float32\n"
+    )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -290,9 +337,28 @@ def test_progress_on_a_pipe_is_one_line_per_case(capsys):
 def test_command_runs(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "fastsoftmax", "bench", "--quick", "--ops", "softmax", "--shapes",
-         "64x10", "--dtypes", "float32", "--repeats", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "fastsoftmax",
+            "bench",
+            "--quick",
+            "--ops",
+            "softmax",
+            "--shapes",
+            "64x10",
+            "--dtypes",
+            "float32",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "fastsoftmax benchmark (quick)" in proc.stdout
     assert "numba threading layer:" in proc.stdout and "threads:" in proc.stdout
@@ -316,9 +382,30 @@ def test_command_in_process_writes_json_and_plot(tmp_path, capsys):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     before = numba.get_num_threads()
     try:
-        assert main(["bench", "--ops", "log_softmax", "--shapes", "5x3", "--dtypes", "float64",
-                     "--impls", "fastsoftmax", "--repeats", "1", "--threads", "1",
-                     "--json", str(out), "--plot", str(png)]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "--ops",
+                    "log_softmax",
+                    "--shapes",
+                    "5x3",
+                    "--dtypes",
+                    "float64",
+                    "--impls",
+                    "fastsoftmax",
+                    "--repeats",
+                    "1",
+                    "--threads",
+                    "1",
+                    "--json",
+                    str(out),
+                    "--plot",
+                    str(png),
+                ]
+            )
+            == 0
+        )
         assert numba.get_num_threads() == 1
     finally:
         numba.set_num_threads(before)

@@ -31,9 +31,21 @@ def test_worker_reports_time_and_memory() -> None:
 
 
 def test_format_table() -> None:
-    fake = [{"impl": impl, "shape": [4, 2, 8], "median": t, "min": t, "repeats": 1,
-             "peak_extra_bytes": m, "peak_reset": True, "logits_bytes": 128, "dw_bytes": 64,
-             "dx_bytes": 32} for impl, t, m in (("fastsoftmax", 1.0, 2**20), ("torch", 3.0, 2**22))]
+    fake = [
+        {
+            "impl": impl,
+            "shape": [4, 2, 8],
+            "median": t,
+            "min": t,
+            "repeats": 1,
+            "peak_extra_bytes": m,
+            "peak_reset": True,
+            "logits_bytes": 128,
+            "dw_bytes": 64,
+            "dx_bytes": 32,
+        }
+        for impl, t, m in (("fastsoftmax", 1.0, 2**20), ("torch", 3.0, 2**22))
+    ]
     fake.append({"impl": "unfused", "shape": [4, 2, 8], "error": "boom"})
     table = bl.format_table(fake)
     assert "| 4x2x8 | torch | 3.000 s | 3.000 s | 4 | 3.00 | 4.00 |" in table

@@ -38,7 +38,17 @@ BCE_WITH_GRAD = fs.binary_cross_entropy_with_logits_with_grad
 # kernel vs twin (twin computed in float64 and rounded): a few ulp of the result dtype (float16
 # results are rounded from the kernel's float32 ones)
 RTOL = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 4e-6, np.dtype(np.float64): 1e-13}
-SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (4, 0, 3), (SPAN + 3,), *jit_only((3, 2 * SPAN + 1))]
+SHAPES = [
+    (),
+    (0,),
+    (1,),
+    (7,),
+    (3, 5),
+    (2, 3, 4),
+    (4, 0, 3),
+    (SPAN + 3,),
+    *jit_only((3, 2 * SPAN + 1)),
+]
 
 
 def close(actual, expected, rtol=None, scale_atol=True, msg=""):
@@ -50,14 +60,16 @@ def close(actual, expected, rtol=None, scale_atol=True, msg=""):
     exp = np.asarray(expected)
     act = np.asarray(actual)
     assert type(actual) is type(expected) or (
-        isinstance(actual, np.ndarray) and isinstance(expected, np.ndarray)), msg
+        isinstance(actual, np.ndarray) and isinstance(expected, np.ndarray)
+    ), msg
     assert act.dtype == exp.dtype, f"{msg}: dtype {act.dtype} != {exp.dtype}"
     assert act.shape == exp.shape, f"{msg}: shape {act.shape} != {exp.shape}"
     rtol = RTOL[exp.dtype] if rtol is None else rtol
     finite = np.abs(exp[np.isfinite(exp)])
     atol = rtol * float(finite.max()) if scale_atol and finite.size else 0.0
-    np.testing.assert_allclose(act, exp, rtol=rtol, atol=atol, equal_nan=True, strict=True,
-                               err_msg=msg)
+    np.testing.assert_allclose(
+        act, exp, rtol=rtol, atol=atol, equal_nan=True, strict=True, err_msg=msg
+    )
 
 
 def logits_of(shape, dtype, rng, scale=4.0):
@@ -99,7 +111,11 @@ def test_elementwise_layouts_and_out(fn, layout, rng):
     arr = layouts(x)[layout]
     np.testing.assert_array_equal(getattr(fs, fn)(arr), getattr(fs, fn)(x))
     close(getattr(fs, fn)(arr), want)
-    for out in (np.empty_like(x), np.empty(x.shape, order="F"), np.empty((10, 12, 14))[::2, ::2, ::2]):
+    for out in (
+        np.empty_like(x),
+        np.empty(x.shape, order="F"),
+        np.empty((10, 12, 14))[::2, ::2, ::2],
+    ):
         res = getattr(fs, fn)(arr, out=out)
         assert res is out
         np.testing.assert_array_equal(out, getattr(fs, fn)(x))
@@ -156,14 +172,20 @@ def test_bce_matches_reference(dtype, w_kind, pw_kind, reduction, rng):
     for shape in [(6, 5), (2, 3, 4), (9,), *jit_only((3, 2 * SPAN + 3), (1100, 7))]:
         x = logits_of(shape, dtype, rng)
         y = soft_targets(shape, rng)
-        kw = dict(weight=weight_of(w_kind, shape, rng), pos_weight=weight_of(pw_kind, shape, rng),
-                  reduction=reduction)
+        kw = dict(
+            weight=weight_of(w_kind, shape, rng),
+            pos_weight=weight_of(pw_kind, shape, rng),
+            reduction=reduction,
+        )
         msg = f"{dtype} {shape} {kw}"
         loss = BCE(x, y, **kw)
         close(loss, ref.binary_cross_entropy_with_logits(x, y, **kw), msg=msg)
         gout = 0.7 if reduction != "none" else rng.standard_normal(shape)
-        close(BCE_BACKWARD(x, y, grad_output=gout, **kw),
-              ref.binary_cross_entropy_with_logits_backward(x, y, grad_output=gout, **kw), msg=msg)
+        close(
+            BCE_BACKWARD(x, y, grad_output=gout, **kw),
+            ref.binary_cross_entropy_with_logits_backward(x, y, grad_output=gout, **kw),
+            msg=msg,
+        )
         lg, g = BCE_WITH_GRAD(x, y, **kw)
         rl, rg = ref.binary_cross_entropy_with_logits_with_grad(x, y, **kw)
         close(lg, rl, msg=msg)
@@ -224,8 +246,9 @@ def test_bce_dtypes(rng):
         BCE_BACKWARD(x, y, out=np.empty(x.shape, np.float32))
     for fn in ("sigmoid", "log_sigmoid"):
         assert getattr(fs, fn)(x).dtype == np.float16
-        np.testing.assert_array_equal(getattr(fs, fn)(x),
-                                      getattr(fs, fn)(x.astype(np.float32)).astype(np.float16))
+        np.testing.assert_array_equal(
+            getattr(fs, fn)(x), getattr(fs, fn)(x.astype(np.float32)).astype(np.float16)
+        )
     loss, grad = BCE_WITH_GRAD(x.astype(np.int32), y.astype(bool), reduction="sum")
     assert isinstance(loss, np.float64) and grad.dtype == np.float64
     assert BCE(x.astype(np.float32), y, reduction="none").dtype == np.float32
@@ -264,11 +287,13 @@ def test_bce_scalar_input():
 
 # --------------------------------------------------------------------------- against PyTorch
 
-torch_options = list(itertools.product(
-    ["none", "scalar", "class", "row", "full"],  # weight
-    ["none", "one", "class", "full"],  # pos_weight
-    ["mean", "sum", "none"],
-))
+torch_options = list(
+    itertools.product(
+        ["none", "scalar", "class", "row", "full"],  # weight
+        ["none", "one", "class", "full"],  # pos_weight
+        ["mean", "sum", "none"],
+    )
+)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -287,8 +312,12 @@ def test_bce_matches_torch(w_kind, pw_kind, reduction, dtype, rng):
         pw = None if pw is None else pw.astype(dtype)
         tx = torch.tensor(x, requires_grad=True)
         tloss = F.binary_cross_entropy_with_logits(
-            tx, torch.tensor(y), weight=None if w is None else torch.tensor(w),
-            pos_weight=None if pw is None else torch.tensor(pw), reduction=reduction)
+            tx,
+            torch.tensor(y),
+            weight=None if w is None else torch.tensor(w),
+            pos_weight=None if pw is None else torch.tensor(pw),
+            reduction=reduction,
+        )
         gout = rng.standard_normal(tloss.shape).astype(dtype) if reduction == "none" else 1.5
         tloss.backward(torch.tensor(gout, dtype=tloss.dtype))
         kw = dict(weight=w, pos_weight=pw, reduction=reduction)
@@ -298,22 +327,26 @@ def test_bce_matches_torch(w_kind, pw_kind, reduction, dtype, rng):
         close(BCE_BACKWARD(x, y, grad_output=gout, **kw), tx.grad.numpy(), rtol=rtol, msg=msg)
         lg, g = BCE_WITH_GRAD(x, y, **kw)
         assert np.array_equal(lg, loss)
-        unit = BCE_BACKWARD(x, y, grad_output=np.ones(shape, dtype) if reduction == "none" else 1.0,
-                            **kw)
+        unit = BCE_BACKWARD(
+            x, y, grad_output=np.ones(shape, dtype) if reduction == "none" else 1.0, **kw
+        )
         np.testing.assert_array_equal(g, unit)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sigmoid_matches_torch(dtype):
     torch = pytest.importorskip("torch")
-    x = np.concatenate([np.linspace(-120, 120, 4001), [-1e30, 1e30, 0.0, -0.0, 1e-30]]).astype(dtype)
+    x = np.concatenate([np.linspace(-120, 120, 4001), [-1e30, 1e30, 0.0, -0.0, 1e-30]]).astype(
+        dtype
+    )
     t = torch.tensor(x)
     rtol = 4 * np.finfo(dtype).eps  # both ~1-2 ulp from the exact value
     # torch's float32 sigmoid flushes subnormal results to 0; ours keeps them: atol = tiny
     tiny = np.finfo(dtype).tiny
     np.testing.assert_allclose(fs.sigmoid(x), torch.sigmoid(t).numpy(), rtol=rtol, atol=tiny)
-    np.testing.assert_allclose(fs.log_sigmoid(x), torch.nn.functional.logsigmoid(t).numpy(),
-                               rtol=rtol * 2, atol=tiny)
+    np.testing.assert_allclose(
+        fs.log_sigmoid(x), torch.nn.functional.logsigmoid(t).numpy(), rtol=rtol * 2, atol=tiny
+    )
 
 
 # --------------------------------------------------------------------------- independent math
@@ -340,12 +373,16 @@ def test_bce_is_two_class_cross_entropy(reduction, rng):
     pair = np.stack([z, np.zeros_like(z)], axis=-1)
     cls = np.where(y == 1, 0, 1)
     # cross_entropy's log(sum) near 1 is accurate to ~eps absolutely: atol a few eps
-    np.testing.assert_allclose(BCE(z, y, reduction=reduction),
-                               fs.cross_entropy(pair, cls, reduction=reduction), rtol=1e-13,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        BCE(z, y, reduction=reduction),
+        fs.cross_entropy(pair, cls, reduction=reduction),
+        rtol=1e-13,
+        atol=1e-15,
+    )
     gpair = fs.cross_entropy_backward(pair, cls, reduction=reduction)
-    np.testing.assert_allclose(BCE_BACKWARD(z, y, reduction=reduction), gpair[..., 0],
-                               rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        BCE_BACKWARD(z, y, reduction=reduction), gpair[..., 0], rtol=1e-13, atol=1e-16
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -355,7 +392,9 @@ def test_bce_gradient_is_sigmoid_minus_target(dtype, rng):
     rtol = 4e-6 if dtype == np.float32 else 1e-14
     s = fs.sigmoid(z)
     np.testing.assert_allclose(BCE_BACKWARD(z, y, reduction="sum"), s - y, rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(BCE_WITH_GRAD(z, y)[1], (s - y) / z.size, rtol=rtol, atol=rtol / z.size)
+    np.testing.assert_allclose(
+        BCE_WITH_GRAD(z, y)[1], (s - y) / z.size, rtol=rtol, atol=rtol / z.size
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -382,7 +421,10 @@ def test_sigmoid_derivatives_finite_differences(rng):
     x = rng.standard_normal(20) * 4
     # d sigmoid = s (1 - s); d log_sigmoid = 1 - s = sigmoid(-x)
     s = fs.sigmoid(x)
-    assert check_grad(lambda z: np.sum(fs.sigmoid(z) * np.arange(20)), x, s * (1 - s) * np.arange(20)) < 1e-8
+    assert (
+        check_grad(lambda z: np.sum(fs.sigmoid(z) * np.arange(20)), x, s * (1 - s) * np.arange(20))
+        < 1e-8
+    )
     assert check_grad(lambda z: np.sum(fs.log_sigmoid(z)), x, fs.sigmoid(-x)) < 1e-8
 
 
@@ -413,9 +455,13 @@ def test_large_logits_exact_limits(dtype):
     assert np.isfinite(BCE(x[finite], y[finite]))
     # a zero weight silences an infinite term (no 0 * inf = NaN)
     w = np.array([1, 1, 1, 1, 1, 0, 0, 1], dtype=dtype)
-    np.testing.assert_array_equal(BCE(x, y, weight=w, reduction="none"), [0, 1000, 1000, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(ref.binary_cross_entropy_with_logits(x, y, reduction="none"),
-                                  [0, 1000, 1000, 0, 0, np.inf, np.inf, 0])
+    np.testing.assert_array_equal(
+        BCE(x, y, weight=w, reduction="none"), [0, 1000, 1000, 0, 0, 0, 0, 0]
+    )
+    np.testing.assert_array_equal(
+        ref.binary_cross_entropy_with_logits(x, y, reduction="none"),
+        [0, 1000, 1000, 0, 0, np.inf, np.inf, 0],
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -425,8 +471,9 @@ def test_small_terms_keep_relative_accuracy(dtype):
     expected = np.log1p(np.exp(-x.astype(np.float64)))
     rtol = 4e-7 if dtype == np.float32 else 4e-16
     np.testing.assert_allclose(-fs.log_sigmoid(x), expected.astype(dtype), rtol=rtol, atol=0)
-    np.testing.assert_allclose(BCE(x, np.ones_like(x), reduction="none"), expected.astype(dtype),
-                               rtol=rtol, atol=0)
+    np.testing.assert_allclose(
+        BCE(x, np.ones_like(x), reduction="none"), expected.astype(dtype), rtol=rtol, atol=0
+    )
     e = np.exp(-x.astype(np.float64))
     np.testing.assert_allclose(fs.sigmoid(-x), (e / (1 + e)).astype(dtype), rtol=rtol, atol=0)
 
@@ -438,10 +485,17 @@ def test_nan_stays_local():
     assert np.isnan(s[0, 1]) and np.isfinite(np.delete(s.ravel(), 1)).all()
     loss, grad = BCE_WITH_GRAD(x, y, weight=np.array([1.0, 0.0, 1.0]), reduction="none")
     assert np.isnan(loss[0, 1]) and np.isnan(grad[0, 1])  # NaN even with weight 0
-    assert np.isfinite(np.delete(loss.ravel(), 1)).all() and np.isfinite(np.delete(grad.ravel(), 1)).all()
+    assert (
+        np.isfinite(np.delete(loss.ravel(), 1)).all()
+        and np.isfinite(np.delete(grad.ravel(), 1)).all()
+    )
     assert np.isnan(BCE(x, y)) and np.isnan(BCE(x, y, reduction="sum"))
-    close(loss, ref.binary_cross_entropy_with_logits(x, y, weight=np.array([1.0, 0.0, 1.0]),
-                                                     reduction="none"))
+    close(
+        loss,
+        ref.binary_cross_entropy_with_logits(
+            x, y, weight=np.array([1.0, 0.0, 1.0]), reduction="none"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- threads, blocks
@@ -461,8 +515,13 @@ def test_thread_count_invariance(pos_weight, rng):
     try:
         for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
             numba.set_num_threads(threads)
-            results.append((BCE_WITH_GRAD(x, y, pos_weight=pw, reduction="sum"), fs.sigmoid(x),
-                            fs.log_sigmoid(x)))
+            results.append(
+                (
+                    BCE_WITH_GRAD(x, y, pos_weight=pw, reduction="sum"),
+                    fs.sigmoid(x),
+                    fs.log_sigmoid(x),
+                )
+            )
     finally:
         numba.set_num_threads(before)
     (l0, g0), s0, ls0 = results[0]
@@ -482,19 +541,29 @@ def test_weights_along_last_axis_align_with_blocks(classes, rng):
     y = soft_targets(shape, rng)
     w = rng.random(classes)
     pw = rng.random(classes) * 3
-    for kw in (dict(weight=w), dict(pos_weight=pw), dict(weight=w, pos_weight=pw),
-               dict(weight=rng.random((rows, 1)), pos_weight=pw)):
+    for kw in (
+        dict(weight=w),
+        dict(pos_weight=pw),
+        dict(weight=w, pos_weight=pw),
+        dict(weight=rng.random((rows, 1)), pos_weight=pw),
+    ):
         for reduction in ("sum", "none"):
             loss, grad = BCE_WITH_GRAD(x, y, reduction=reduction, **kw)
             want_loss, want_grad = ref.binary_cross_entropy_with_logits_with_grad(
-                x, y, reduction=reduction, **kw)
+                x, y, reduction=reduction, **kw
+            )
             close(loss, want_loss, msg=f"{classes} {kw}")
             close(grad, want_grad, msg=f"{classes} {kw}")
 
 
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
-                  elements=st.floats(-1e4, 1e4)),
-       st.floats(0, 1))
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
+        elements=st.floats(-1e4, 1e4),
+    ),
+    st.floats(0, 1),
+)
 def test_property_bce_nonnegative_and_matches_reference(x, p):
     y = np.full(x.shape, p)
     loss = BCE(x, y, reduction="none")
@@ -512,9 +581,14 @@ def test_property_bce_nonnegative_and_matches_reference(x, p):
 def test_rejected_dtypes(dtype):
     bad = np.zeros(3, dtype=dtype)
     good = np.zeros(3)
-    for call in (lambda: fs.sigmoid(bad), lambda: fs.log_sigmoid(bad), lambda: BCE(bad, good),
-                 lambda: BCE(good, bad), lambda: BCE(good, good, weight=bad),
-                 lambda: BCE(good, good, pos_weight=bad)):
+    for call in (
+        lambda: fs.sigmoid(bad),
+        lambda: fs.log_sigmoid(bad),
+        lambda: BCE(bad, good),
+        lambda: BCE(good, bad),
+        lambda: BCE(good, good, weight=bad),
+        lambda: BCE(good, good, pos_weight=bad),
+    ):
         with pytest.raises(TypeError):
             call()
     with pytest.raises(TypeError):
@@ -525,27 +599,33 @@ def test_rejected_dtypes(dtype):
         BCE_BACKWARD(np.zeros(3), np.zeros(3), reduction="none", grad_output=np.zeros(3, complex))
 
 
-@pytest.mark.parametrize("make_call, match", [
-    (lambda x, y: BCE(x, y[:, :3]), "target has shape"),
-    (lambda x, y: BCE(x, y[0]), "target has shape"),
-    (lambda x, y: BCE(x, np.where(y > 0.5, np.nan, y)), "target holds NaN"),
-    (lambda x, y: BCE(x, y + np.inf), "target holds NaN or inf"),
-    (lambda x, y: BCE(x, y, weight=np.ones(5)), "weight has shape"),
-    (lambda x, y: BCE(x, y, weight=np.ones((1, 6, 4))), "weight has shape"),
-    (lambda x, y: BCE(x, y, weight=np.ones((6, 4, 1))), "weight has shape"),
-    (lambda x, y: BCE(x, y, pos_weight=np.ones(6)), "pos_weight has shape"),
-    (lambda x, y: BCE(x, y, weight=-np.ones(4)), "weight holds a negative"),
-    (lambda x, y: BCE(x, y, pos_weight=np.full(4, -0.5)), "pos_weight holds a negative"),
-    (lambda x, y: BCE(x, y, weight=np.full(4, np.nan)), "weight holds NaN"),
-    (lambda x, y: BCE(x, y, pos_weight=np.full(4, np.inf)), "pos_weight holds NaN or inf"),
-    (lambda x, y: BCE(x, y, reduction="avg"), "reduction must be one of"),
-    (lambda x, y: BCE_BACKWARD(x, y, grad_output=np.ones((6, 4))), "grad_output has shape"),
-    (lambda x, y: BCE_BACKWARD(x, y, reduction="none", grad_output=np.ones(4)), "grad_output has shape"),
-    (lambda x, y: BCE_BACKWARD(x, y, out=np.empty((4, 6))), "out has shape"),
-    (lambda x, y: BCE_WITH_GRAD(x, y, out=np.empty((6, 4), np.float32)), "out has dtype"),
-    (lambda x, y: fs.sigmoid(x, out=np.empty(24)), "out has shape"),
-    (lambda x, y: fs.log_sigmoid(x, out=np.empty((6, 4), np.float32)), "out has dtype"),
-])
+@pytest.mark.parametrize(
+    "make_call, match",
+    [
+        (lambda x, y: BCE(x, y[:, :3]), "target has shape"),
+        (lambda x, y: BCE(x, y[0]), "target has shape"),
+        (lambda x, y: BCE(x, np.where(y > 0.5, np.nan, y)), "target holds NaN"),
+        (lambda x, y: BCE(x, y + np.inf), "target holds NaN or inf"),
+        (lambda x, y: BCE(x, y, weight=np.ones(5)), "weight has shape"),
+        (lambda x, y: BCE(x, y, weight=np.ones((1, 6, 4))), "weight has shape"),
+        (lambda x, y: BCE(x, y, weight=np.ones((6, 4, 1))), "weight has shape"),
+        (lambda x, y: BCE(x, y, pos_weight=np.ones(6)), "pos_weight has shape"),
+        (lambda x, y: BCE(x, y, weight=-np.ones(4)), "weight holds a negative"),
+        (lambda x, y: BCE(x, y, pos_weight=np.full(4, -0.5)), "pos_weight holds a negative"),
+        (lambda x, y: BCE(x, y, weight=np.full(4, np.nan)), "weight holds NaN"),
+        (lambda x, y: BCE(x, y, pos_weight=np.full(4, np.inf)), "pos_weight holds NaN or inf"),
+        (lambda x, y: BCE(x, y, reduction="avg"), "reduction must be one of"),
+        (lambda x, y: BCE_BACKWARD(x, y, grad_output=np.ones((6, 4))), "grad_output has shape"),
+        (
+            lambda x, y: BCE_BACKWARD(x, y, reduction="none", grad_output=np.ones(4)),
+            "grad_output has shape",
+        ),
+        (lambda x, y: BCE_BACKWARD(x, y, out=np.empty((4, 6))), "out has shape"),
+        (lambda x, y: BCE_WITH_GRAD(x, y, out=np.empty((6, 4), np.float32)), "out has dtype"),
+        (lambda x, y: fs.sigmoid(x, out=np.empty(24)), "out has shape"),
+        (lambda x, y: fs.log_sigmoid(x, out=np.empty((6, 4), np.float32)), "out has dtype"),
+    ],
+)
 def test_errors(make_call, match, rng):
     x = rng.standard_normal((6, 4))
     y = soft_targets((6, 4), rng)
@@ -570,9 +650,16 @@ def test_errors_raised_before_writing(rng):
     assert np.all(out == 7.0)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "log_sigmoid", "binary_cross_entropy_with_logits",
-                                  "binary_cross_entropy_with_logits_backward",
-                                  "binary_cross_entropy_with_logits_with_grad"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sigmoid",
+        "log_sigmoid",
+        "binary_cross_entropy_with_logits",
+        "binary_cross_entropy_with_logits_backward",
+        "binary_cross_entropy_with_logits_with_grad",
+    ],
+)
 def test_reference_rejects_alike(name, rng):
     x = rng.standard_normal((6, 4))
     y = soft_targets((6, 4), rng)
@@ -609,10 +696,12 @@ def test_elementwise_results_do_not_depend_on_position(dtype):
     for i in range(x.size):
         one = slice(i, i + 1)
         single = {
-            "loss": fs.binary_cross_entropy_with_logits(x[one], y[one], pos_weight=pw[one],
-                                                        reduction="none"),
-            "grad": fs.binary_cross_entropy_with_logits_backward(x[one], y[one], pos_weight=pw[one],
-                                                                 reduction="none"),
+            "loss": fs.binary_cross_entropy_with_logits(
+                x[one], y[one], pos_weight=pw[one], reduction="none"
+            ),
+            "grad": fs.binary_cross_entropy_with_logits_backward(
+                x[one], y[one], pos_weight=pw[one], reduction="none"
+            ),
             "sigmoid": fs.sigmoid(x[one]),
             "log_sigmoid": fs.log_sigmoid(x[one]),
         }

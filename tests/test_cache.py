@@ -34,7 +34,7 @@ PACKAGE = os.path.join(ROOT, "fastsoftmax")
 TIMEOUT = 300  # a cold cache compiles the float32 softmax kernels (about 5 s)
 
 # Imports the package, checks one call against the reference and prints what numba used.
-PROBE = textwrap.dedent(r'''
+PROBE = textwrap.dedent(r"""
     import json, os, sys, warnings
     import numba
     warnings.simplefilter("error", numba.NumbaWarning)  # a cache warning is a failure too
@@ -52,25 +52,39 @@ PROBE = textwrap.dedent(r'''
         "hits": len(kernel.stats.cache_hits),
         "misses": len(kernel.stats.cache_misses),
     }))
-''')
+""")
 
 
-def run(argv: list[str], env: dict[str, str], timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], env: dict[str, str], timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess:
     """Run from a neutral directory: ``python -c`` puts the working directory first on sys.path."""
-    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout,
-                          cwd=tempfile.gettempdir())
+    return subprocess.run(
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 def probe_result(proc: subprocess.CompletedProcess) -> dict:
     import json
 
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("NUMBA_CACHE") and k not in ("XDG_CACHE_HOME", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NUMBA_CACHE") and k not in ("XDG_CACHE_HOME", "PYTHONPATH")
+    }
     env.update(extra)
     return env
 
@@ -83,8 +97,9 @@ def files_under(path: str) -> list[str]:
 
 
 def _copy_package(dest: str) -> None:
-    shutil.copytree(PACKAGE, os.path.join(dest, "fastsoftmax"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        PACKAGE, os.path.join(dest, "fastsoftmax"), ignore=shutil.ignore_patterns("__pycache__")
+    )
 
 
 def snapshot(path: str) -> dict[str, tuple[int, float]]:
@@ -117,7 +132,9 @@ def test_default_cache_is_per_user_and_leaves_the_package_alone(tmp_path):
     assert second["misses"] == 0, second
 
 
-CACHE_DIR_ONLY = "import fastsoftmax as fs; print(fs.info(initialize=False, check_vector=False)['cache_dir'])"
+CACHE_DIR_ONLY = (
+    "import fastsoftmax as fs; print(fs.info(initialize=False, check_vector=False)['cache_dir'])"
+)
 
 
 @pytest.mark.slow
@@ -152,14 +169,23 @@ def test_unwritable_cache_home_falls_back_to_a_private_temp_dir(tmp_path):
     site, tmp = str(tmp_path / "site"), str(tmp_path / "tmp")
     _copy_package(site)
     os.mkdir(tmp)
-    blocker = tmp_path / "file"  # a file where a directory would be needed: unwritable even for root
+    blocker = (
+        tmp_path / "file"
+    )  # a file where a directory would be needed: unwritable even for root
     blocker.write_text("")
-    env = clean_env(PYTHONPATH=site, XDG_CACHE_HOME=str(blocker / "cache"), HOME=str(blocker / "home"),
-                    TMPDIR=tmp, PYTHONDONTWRITEBYTECODE="1")
+    env = clean_env(
+        PYTHONPATH=site,
+        XDG_CACHE_HOME=str(blocker / "cache"),
+        HOME=str(blocker / "home"),
+        TMPDIR=tmp,
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     before = snapshot(site)
     result = probe_result(run([sys.executable, "-c", PROBE], env))
     assert result["cache_dir_source"].startswith("temporary fallback"), result
-    fallback = os.path.join(tmp, f"fastsoftmax-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    fallback = os.path.join(
+        tmp, f"fastsoftmax-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    )
     assert result["cache_dir"].startswith(os.path.join(fallback, f"{fs.__version__}-")), result
     assert stat.S_IMODE(os.stat(fallback).st_mode) & 0o077 == 0  # private: holds machine code
     assert any(f.endswith(".nbi") for f in files_under(fallback))
@@ -178,8 +204,9 @@ def _pip_install_unavailable() -> str | None:
         # pyproject.toml's build requirement (the SPDX license string); without build isolation
         # the environment's own setuptools builds the package
         return f"needs setuptools >= 77 in the test environment, found {setuptools_version}"
-    proc = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=False
+    )
     version = proc.stdout.split()[1] if proc.returncode == 0 else "0"
     if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < (22, 3):
         return "needs pip >= 22.3 (pip --python)"
@@ -201,10 +228,16 @@ def test_pip_uninstall_leaves_no_package_directory(tmp_path):
     _copy_package(str(src))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), src)
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     python = str(venv / ("Scripts" if sys.platform.startswith("win") else "bin") / "python")
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # numba, numpy and setuptools come from this environment (a path line, not its .pth files)
     paths = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     with open(os.path.join(site, "outer-environment.pth"), "w") as f:
@@ -281,7 +314,9 @@ def test_serial_and_parallel_kernels_never_load_each_others_code(tmp_path, where
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert variants("parallel") == {"parallel": {"hits": 0, "misses": 1}}
-    assert variants("serial") == {"serial": {"hits": 0, "misses": 1}}, "serial loaded the parallel code"
+    assert variants("serial") == {"serial": {"hits": 0, "misses": 1}}, (
+        "serial loaded the parallel code"
+    )
     both = variants("serial", "parallel")
     assert both == {"serial": {"hits": 1, "misses": 0}, "parallel": {"hits": 1, "misses": 0}}, both
 
@@ -309,8 +344,13 @@ def readonly_unavailable() -> str | None:
         reason = "needs Linux and unshare(1)"
     else:
         with tempfile.TemporaryDirectory() as d:
-            proc = subprocess.run(_readonly_argv(d, ["sh", "-c", f'touch "{d}/x"']),
-                                  capture_output=True, text=True, check=False, timeout=60)
+            proc = subprocess.run(
+                _readonly_argv(d, ["sh", "-c", f'touch "{d}/x"']),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
             if proc.returncode == 0:
                 reason = "a read-only bind mount did not stop writes"
             elif "Read-only file system" not in proc.stderr:
@@ -341,7 +381,7 @@ def test_import_works_with_read_only_package_and_home(readonly_site):
     env = clean_env(PYTHONPATH=site, HOME=os.path.join(site, "home"), TMPDIR=tmp)
     check_ro = textwrap.dedent(f"""
         try:
-            open({os.path.join(site, 'probe')!r}, "w")
+            open({os.path.join(site, "probe")!r}, "w")
             raise SystemExit("the site directory is writable")
         except OSError:
             pass
@@ -364,8 +404,12 @@ def test_import_works_with_read_only_package_and_home(readonly_site):
 def test_read_only_install_without_the_fallback_really_fails(readonly_site):
     """The hazard is real: restricted to numba's usual locators, the same import raises."""
     site, tmp = readonly_site
-    env = clean_env(PYTHONPATH=site, HOME=os.path.join(site, "home"), TMPDIR=tmp,
-                    NUMBA_CACHE_LOCATOR_CLASSES="InTreeCacheLocator,UserWideCacheLocator")
+    env = clean_env(
+        PYTHONPATH=site,
+        HOME=os.path.join(site, "home"),
+        TMPDIR=tmp,
+        NUMBA_CACHE_LOCATOR_CLASSES="InTreeCacheLocator,UserWideCacheLocator",
+    )
     proc = run(_readonly_argv(site, [sys.executable, "-c", "import fastsoftmax"]), env)
     assert proc.returncode != 0 and "cannot cache function" in proc.stderr, proc.stderr[-2000:]
 
@@ -397,7 +441,10 @@ def test_locator_comes_right_after_numba_cache_dir():
     assert locators.index(_cache.PackageCacheLocator) == 1, locators
     assert locators[0].__name__.lstrip("_") == "UserProvidedCacheLocator"
     _cache.install()  # idempotent
-    assert locators.count(_cache.PackageCacheLocator) == 1 and locators[1] is _cache.PackageCacheLocator
+    assert (
+        locators.count(_cache.PackageCacheLocator) == 1
+        and locators[1] is _cache.PackageCacheLocator
+    )
 
 
 def test_locator_handles_only_this_packages_files(tmp_path):
@@ -408,13 +455,18 @@ def test_locator_handles_only_this_packages_files(tmp_path):
         pass
 
     assert _cache.PackageCacheLocator.from_function(probe, str(other)) is None
-    mine = _cache.PackageCacheLocator.from_function(probe, os.path.join(PACKAGE, "_kernels", "_math.py"))
+    mine = _cache.PackageCacheLocator.from_function(
+        probe, os.path.join(PACKAGE, "_kernels", "_math.py")
+    )
     if mine is not None:  # None only when no cache directory could be written
         assert mine.get_cache_path() == os.path.join(_cache.chosen_cache_dir().path, "_kernels")
 
 
-JIT_USE = re.compile(r"^from numba\S* import .*\b(njit|jit|overload\w*|register_jitable)\b"
-                     r"|\bnumba\.(njit|jit)\(", re.MULTILINE)
+JIT_USE = re.compile(
+    r"^from numba\S* import .*\b(njit|jit|overload\w*|register_jitable)\b"
+    r"|\bnumba\.(njit|jit)\(",
+    re.MULTILINE,
+)
 
 
 def test_every_file_with_compiled_code_is_in_the_key():
@@ -449,8 +501,10 @@ def test_choose_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     chosen = _cache.choose_cache_dir()
-    assert chosen == (os.path.join(str(tmp_path / "user"), "fastsoftmax", _cache.cache_key()),
-                      _cache.USER_CACHE)
+    assert chosen == (
+        os.path.join(str(tmp_path / "user"), "fastsoftmax", _cache.cache_key()),
+        _cache.USER_CACHE,
+    )
     (tmp_path / "blocker").write_text("")
     monkeypatch.setattr(_cache, "user_cache_home", lambda: str(tmp_path / "blocker" / "user"))
     chosen = _cache.choose_cache_dir()

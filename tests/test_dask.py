@@ -32,8 +32,7 @@ LAYOUTS = {  # row chunks of a (ROWS, C) array
     "single_rows": (1,) * ROWS,
 }
 SUM_RTOL = {np.dtype(np.float16): 1e-3, np.dtype(np.float32): 4e-7, np.dtype(np.float64): 1e-15}
-GRAD_RTOL = {np.dtype(np.float16): 1e-3, np.dtype(np.float32): 1e-5,
-             np.dtype(np.float64): 1e-12}
+GRAD_RTOL = {np.dtype(np.float16): 1e-3, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 
 @pytest.fixture(autouse=True)
@@ -79,36 +78,82 @@ def make_cases(dtype, seed: int = 0) -> dict[str, tuple]:
         reduced = red != "none"
         cases[f"ce_{red}"] = (fs.cross_entropy, (x, t), dict(reduction=red), reduced)
         cases[f"ce_{red}_weighted"] = (fs.cross_entropy, (x, t), dict(reduction=red, **ce), reduced)
-        cases[f"ce_{red}_where"] = (fs.cross_entropy, (x, t), dict(reduction=red, where=mask),
-                                    reduced)
-        cases[f"ce_{red}_probs"] = (fs.cross_entropy, (x, pt), dict(reduction=red, weight=w),
-                                    reduced)
+        cases[f"ce_{red}_where"] = (
+            fs.cross_entropy,
+            (x, t),
+            dict(reduction=red, where=mask),
+            reduced,
+        )
+        cases[f"ce_{red}_probs"] = (
+            fs.cross_entropy,
+            (x, pt),
+            dict(reduction=red, weight=w),
+            reduced,
+        )
         # random class weights: the "mean" denominator is a float64 sum whose order the compiled
         # kernel chooses (vectorized), so the gradients match to rounding
         close = "close" if red == "mean" else False
-        cases[f"ce_backward_{red}"] = (fs.cross_entropy_backward, (x, t), dict(reduction=red, **ce),
-                                       close)
+        cases[f"ce_backward_{red}"] = (
+            fs.cross_entropy_backward,
+            (x, t),
+            dict(reduction=red, **ce),
+            close,
+        )
         cases[f"ce_backward_{red}_grad_output"] = (
-            fs.cross_entropy_backward, (x, t),
-            dict(reduction=red, grad_output=0.3, label_smoothing=0.1, temperature=1.3), False)
-        cases[f"ce_with_grad_{red}"] = (fs.cross_entropy_with_grad, (x, t),
-                                        dict(reduction=red, where=mask, **ce), close or reduced)
+            fs.cross_entropy_backward,
+            (x, t),
+            dict(reduction=red, grad_output=0.3, label_smoothing=0.1, temperature=1.3),
+            False,
+        )
+        cases[f"ce_with_grad_{red}"] = (
+            fs.cross_entropy_with_grad,
+            (x, t),
+            dict(reduction=red, where=mask, **ce),
+            close or reduced,
+        )
         # weights whose sums are exact: the gradients are bit-identical for every reduction
         cases[f"ce_with_grad_{red}_dyadic_weights"] = (
-            fs.cross_entropy_with_grad, (x, np.where(t < 0, 2, t)),
-            dict(reduction=red, weight=dyadic, ignore_index=2, temperature=0.8), reduced)
-        cases[f"ce_with_grad_{red}_probs"] = (fs.cross_entropy_with_grad, (x, pt),
-                                              dict(reduction=red), reduced)
-        cases[f"bce_{red}"] = (fs.binary_cross_entropy_with_logits, (x, y),
-                               dict(reduction=red, weight=w, pos_weight=w[::-1].copy()), reduced)
-        cases[f"bce_backward_{red}"] = (fs.binary_cross_entropy_with_logits_backward, (x, y),
-                                        dict(reduction=red, grad_output=0.7, weight=mask), False)
-        cases[f"bce_with_grad_{red}"] = (fs.binary_cross_entropy_with_logits_with_grad, (x, y),
-                                         dict(reduction=red, pos_weight=w), reduced)
-    cases["ce_backward_none_grad_rows"] = (fs.cross_entropy_backward, (x, t),
-                                           dict(reduction="none", grad_output=g_rows), False)
-    cases["bce_backward_none_grad_elems"] = (fs.binary_cross_entropy_with_logits_backward, (x, y),
-                                             dict(reduction="none", grad_output=g_elems), False)
+            fs.cross_entropy_with_grad,
+            (x, np.where(t < 0, 2, t)),
+            dict(reduction=red, weight=dyadic, ignore_index=2, temperature=0.8),
+            reduced,
+        )
+        cases[f"ce_with_grad_{red}_probs"] = (
+            fs.cross_entropy_with_grad,
+            (x, pt),
+            dict(reduction=red),
+            reduced,
+        )
+        cases[f"bce_{red}"] = (
+            fs.binary_cross_entropy_with_logits,
+            (x, y),
+            dict(reduction=red, weight=w, pos_weight=w[::-1].copy()),
+            reduced,
+        )
+        cases[f"bce_backward_{red}"] = (
+            fs.binary_cross_entropy_with_logits_backward,
+            (x, y),
+            dict(reduction=red, grad_output=0.7, weight=mask),
+            False,
+        )
+        cases[f"bce_with_grad_{red}"] = (
+            fs.binary_cross_entropy_with_logits_with_grad,
+            (x, y),
+            dict(reduction=red, pos_weight=w),
+            reduced,
+        )
+    cases["ce_backward_none_grad_rows"] = (
+        fs.cross_entropy_backward,
+        (x, t),
+        dict(reduction="none", grad_output=g_rows),
+        False,
+    )
+    cases["bce_backward_none_grad_elems"] = (
+        fs.binary_cross_entropy_with_logits_backward,
+        (x, y),
+        dict(reduction="none", grad_output=g_elems),
+        False,
+    )
     return cases
 
 
@@ -127,8 +172,10 @@ def to_dask(a, row_chunks, all_arrays: bool = False):
 
 def dask_call(fn, args, kwargs, row_chunks, all_arrays=False, which=None):
     """``fn`` with its arguments made dask arrays (all, or the positions/keys in ``which``)."""
+
     def conv(key, a):
         return to_dask(a, row_chunks, all_arrays) if which is None or key in which else a
+
     d_args = tuple(conv(i, a) for i, a in enumerate(args))
     d_kwargs = {k: conv(k, a) for k, a in kwargs.items()}
     return fn(*d_args, **d_kwargs)
@@ -153,7 +200,7 @@ def check_same(lazy, expected, reduced):
     lazy, expected = as_tuple(lazy), as_tuple(expected)
     assert all(isinstance(r, da.Array) for r in lazy)
     got = dask.compute(*lazy)
-    for i, (g, e) in enumerate(zip(got, expected)):
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         e = np.asarray(e)
         assert g.dtype == e.dtype and g.shape == e.shape
         assert_close(g, e, reduced, i == 0)
@@ -168,8 +215,9 @@ def test_matches_numpy(name, layout, dtype):
     check_same(dask_call(fn, args, kwargs, LAYOUTS[layout]), fn(*args, **kwargs), reduced)
 
 
-@pytest.mark.parametrize("name", [n for n in CASE_NAMES
-                                  if n.startswith(("ce_", "bce_", "softmax"))])
+@pytest.mark.parametrize(
+    "name", [n for n in CASE_NAMES if n.startswith(("ce_", "bce_", "softmax"))]
+)
 def test_mixed_numpy_and_dask_arguments(name):
     fn, args, kwargs, reduced = make_cases(np.float32, seed=1)[name]
     expected = fn(*args, **kwargs)
@@ -179,8 +227,9 @@ def test_mixed_numpy_and_dask_arguments(name):
     check_same(dask_call(fn, args, kwargs, (5, 18), which={0}), expected, reduced)
     if len(args) > 1 or kwargs.get("where") is not None:
         others = {1, "where", "grad_output", "weight"}
-        check_same(dask_call(fn, args, kwargs, (2, 21), all_arrays=True, which=others), expected,
-                   reduced)
+        check_same(
+            dask_call(fn, args, kwargs, (2, 21), all_arrays=True, which=others), expected, reduced
+        )
 
 
 def test_batch_dims_chunked_and_class_axis_first():
@@ -190,16 +239,20 @@ def test_batch_dims_chunked_and_class_axis_first():
     X = da.from_array(x, chunks=((1, 3), (2, 2, 1), C))
     T = da.from_array(t, chunks=((3, 1), (5,)))  # rechunked to the logits' rows
     check_same(fs.cross_entropy_with_grad(X, T), fs.cross_entropy_with_grad(x, t), True)
-    check_same(fs.cross_entropy(X, t, reduction="none"), fs.cross_entropy(x, t, reduction="none"),
-               False)
+    check_same(
+        fs.cross_entropy(X, t, reduction="none"), fs.cross_entropy(x, t, reduction="none"), False
+    )
     xt = np.moveaxis(x, -1, 0).copy()
     Xt = da.from_array(xt, chunks=(C, 2, (1, 4)))
     for fn in (fs.softmax, fs.log_softmax, fs.logsumexp, fs.softmax_jacobian):
         check_same(fn(Xt, axis=0), fn(xt, axis=0), False)
     check_same(fs.softmax_jvp(Xt, xt, axis=0), fs.softmax_jvp(xt, xt, axis=0), False)
     # one row: logits of shape (C,), a 0-d target
-    check_same(fs.cross_entropy_with_grad(X[0, 0], t[0, 0]),
-               fs.cross_entropy_with_grad(x[0, 0], t[0, 0]), True)
+    check_same(
+        fs.cross_entropy_with_grad(X[0, 0], t[0, 0]),
+        fs.cross_entropy_with_grad(x[0, 0], t[0, 0]),
+        True,
+    )
 
 
 def test_empty_class_axis_and_one_row():
@@ -211,8 +264,9 @@ def test_empty_class_axis_and_one_row():
     check_same(fs.softmax_jvp(X0, empty), fs.softmax_jvp(empty, empty), False)
     row = da.from_array(x[0])
     assert fs.logsumexp(row).compute() == fs.logsumexp(x[0])  # a 0-d result: a NumPy scalar
-    assert (fs.cross_entropy(row, 3, reduction="none").compute()
-            == fs.cross_entropy(x[0], 3, reduction="none"))
+    assert fs.cross_entropy(row, 3, reduction="none").compute() == fs.cross_entropy(
+        x[0], 3, reduction="none"
+    )
 
 
 def test_split_class_axis_is_rechunked_with_a_performance_warning():
@@ -240,8 +294,9 @@ def test_unknown_chunk_sizes():
     Xk, Tk = X[X[:, 0] > 0], T[X[:, 0] > 0]  # row counts unknown (NaN) until computed
     assert np.isnan(Xk.shape[0])
     check_same(fs.softmax(Xk), fs.softmax(x[keep]), False)
-    check_same(fs.cross_entropy_with_grad(Xk, Tk), fs.cross_entropy_with_grad(x[keep], t[keep]),
-               True)
+    check_same(
+        fs.cross_entropy_with_grad(Xk, Tk), fs.cross_entropy_with_grad(x[keep], t[keep]), True
+    )
     with pytest.raises(ValueError, match=r"unknown chunk sizes: call compute_chunk_sizes\(\)"):
         fs.binary_cross_entropy_with_logits(Xk, Xk)
 
@@ -256,8 +311,14 @@ def test_results_are_lazy():
 
     X = da.from_delayed(dask.delayed(load)(), shape=x.shape, dtype=x.dtype)
     t = np.arange(ROWS) % C
-    results = [fs.softmax(X), fs.logsumexp(X), fs.cross_entropy(X, t), fs.sigmoid(X),
-               *fs.cross_entropy_with_grad(X, t), fs.binary_cross_entropy_with_logits(X, x)]
+    results = [
+        fs.softmax(X),
+        fs.logsumexp(X),
+        fs.cross_entropy(X, t),
+        fs.sigmoid(X),
+        *fs.cross_entropy_with_grad(X, t),
+        fs.binary_cross_entropy_with_logits(X, x),
+    ]
     assert loads == [] and all(isinstance(r, da.Array) for r in results)
 
 
@@ -286,8 +347,10 @@ T8 = np.arange(8) % 5
 
 def _unreadable(a):
     """A dask array that fails if its values are ever computed: graph-time errors only."""
+
     def fail():
         raise AssertionError("values were read")
+
     return da.from_delayed(dask.delayed(fail)(), shape=a.shape, dtype=a.dtype)
 
 
@@ -313,11 +376,13 @@ GRAPH_TIME_ERRORS = {
     "ce_scalar_logits": lambda x: fs.cross_entropy(x[0, 0], T8),
     "bce_target_shape": lambda x: fs.binary_cross_entropy_with_logits(x, X32[:, :2]),
     "bce_weight_shape": lambda x: fs.binary_cross_entropy_with_logits(x, X32, weight=np.ones(3)),
-    "bce_weight_negative": lambda x: fs.binary_cross_entropy_with_logits(x, X32,
-                                                                         weight=-np.ones(5)),
+    "bce_weight_negative": lambda x: fs.binary_cross_entropy_with_logits(
+        x, X32, weight=-np.ones(5)
+    ),
     "bce_reduction": lambda x: fs.binary_cross_entropy_with_logits(x, X32, reduction="x"),
     "bce_grad_output": lambda x: fs.binary_cross_entropy_with_logits_backward(
-        x, X32, grad_output=np.ones(3)),
+        x, X32, grad_output=np.ones(3)
+    ),
     "sigmoid_dtype": lambda x: fs.sigmoid(x.astype(np.complex64)),
     "selective_index_shape": lambda x: fs.selective_log_softmax(x, T8[:5]),
     "selective_index_dtype": lambda x: fs.selective_log_softmax(x, X32[:, :2]),
@@ -328,23 +393,27 @@ GRAPH_TIME_ERRORS = {
     "selective_scalar_logits": lambda x: fs.selective_log_softmax(x[0, 0], T8),
     "selective_vjp_cotangent_shape": lambda x: fs.selective_log_softmax_vjp(x, T8, X32[:, :2]),
     "selective_vjp_cotangent_dtype": lambda x: fs.selective_log_softmax_vjp(
-        x, T8, T8.astype(complex)),
-    "selective_vjp_out": lambda x: fs.selective_log_softmax_vjp(x, T8, X32[:, 0],
-                                                                out=np.empty((8, 5), np.float32)),
+        x, T8, T8.astype(complex)
+    ),
+    "selective_vjp_out": lambda x: fs.selective_log_softmax_vjp(
+        x, T8, X32[:, 0], out=np.empty((8, 5), np.float32)
+    ),
     "linear_weight_shape": lambda x: fs.linear_cross_entropy(x, X32[:3, :4], T8 % 3),
-    "linear_bias_shape": lambda x: fs.linear_cross_entropy(x, X32[:3], T8 % 3,
-                                                           linear_bias=np.ones(4, np.float32)),
+    "linear_bias_shape": lambda x: fs.linear_cross_entropy(
+        x, X32[:3], T8 % 3, linear_bias=np.ones(4, np.float32)
+    ),
     "linear_x_dtype": lambda x: fs.linear_cross_entropy(x.astype(np.complex64), X32[:3], T8 % 3),
     "linear_target_shape": lambda x: fs.linear_cross_entropy(x, X32[:3], T8[:5] % 3),
     "linear_prob_target_shape": lambda x: fs.linear_cross_entropy(x, X32[:3], X32[:, :2]),
     "linear_target_value": lambda x: fs.linear_cross_entropy(x, X32[:3], T8),
-    "linear_class_weight": lambda x: fs.linear_cross_entropy(x, X32[:3], T8 % 3,
-                                                             weight=-np.ones(3)),
-    "linear_reduction": lambda x: fs.linear_cross_entropy_with_grad(x, X32[:3], T8 % 3,
-                                                                    reduction="avg"),
+    "linear_class_weight": lambda x: fs.linear_cross_entropy(
+        x, X32[:3], T8 % 3, weight=-np.ones(3)
+    ),
+    "linear_reduction": lambda x: fs.linear_cross_entropy_with_grad(
+        x, X32[:3], T8 % 3, reduction="avg"
+    ),
     "linear_chunk_size": lambda x: fs.linear_cross_entropy(x, X32[:3], T8 % 3, chunk_size=0),
-    "linear_softcap": lambda x: fs.linear_cross_entropy_with_grad(x, X32[:3], T8 % 3,
-                                                                  softcap=-1.0),
+    "linear_softcap": lambda x: fs.linear_cross_entropy_with_grad(x, X32[:3], T8 % 3, softcap=-1.0),
 }
 
 
@@ -395,9 +464,12 @@ def check_linear_same(lazy, expected, dtype, bitwise_dx: bool = False) -> None:
     bit when ``bitwise_dx``), dW and db to the rounding of the sum over blocks."""
     lazy, expected = as_tuple(lazy), as_tuple(expected)
     assert len(lazy) == len(expected)
-    assert all(r is None if e is None else isinstance(r, da.Array) for r, e in zip(lazy, expected))
+    assert all(
+        r is None if e is None else isinstance(r, da.Array)
+        for r, e in zip(lazy, expected, strict=True)
+    )
     got = dask.compute(*[r for r in lazy if r is not None])
-    for i, (g, e) in enumerate(zip(got, [e for e in expected if e is not None])):
+    for i, (g, e) in enumerate(zip(got, [e for e in expected if e is not None], strict=True)):
         e = np.asarray(e)
         assert g.dtype == e.dtype == dtype and g.shape == e.shape, i
         rtol = (SUM_RTOL if e.ndim == 0 else GRAD_RTOL)[e.dtype]
@@ -410,10 +482,14 @@ def linear_data(dtype, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     t = index_target((ROWS, C), rng)
     t[[3, 11]] = -100
-    return dict(x=rng.standard_normal((ROWS, H)).astype(dtype),
-                w_lin=rng.standard_normal((C, H)).astype(dtype),
-                b=rng.standard_normal(C).astype(dtype), t=t,
-                pt=prob_target((ROWS, C), dtype, rng), w=(rng.random(C) + 0.25).astype(dtype))
+    return dict(
+        x=rng.standard_normal((ROWS, H)).astype(dtype),
+        w_lin=rng.standard_normal((C, H)).astype(dtype),
+        b=rng.standard_normal(C).astype(dtype),
+        t=t,
+        pt=prob_target((ROWS, C), dtype, rng),
+        w=(rng.random(C) + 0.25).astype(dtype),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -428,20 +504,35 @@ def test_selective_log_softmax_matches_numpy_bit_for_bit(layout, dtype):
     for idx in (idx_k, idx_row):
         g = rng.standard_normal(idx.shape).astype(dtype)
         for index, cot in ((idx, g), (da.from_array(idx, chunks=4), da.from_array(g, chunks=7))):
-            check_same(fs.selective_log_softmax(Z, index, temperature=1.3),
-                       fs.selective_log_softmax(z, idx, temperature=1.3), False)
-            check_same(fs.selective_log_softmax_vjp(Z, index, cot, temperature=0.7),
-                       fs.selective_log_softmax_vjp(z, idx, g, temperature=0.7), False)
+            check_same(
+                fs.selective_log_softmax(Z, index, temperature=1.3),
+                fs.selective_log_softmax(z, idx, temperature=1.3),
+                False,
+            )
+            check_same(
+                fs.selective_log_softmax_vjp(Z, index, cot, temperature=0.7),
+                fs.selective_log_softmax_vjp(z, idx, g, temperature=0.7),
+                False,
+            )
     # NumPy logits with dask indices; batch dimensions chunked; one row (1-D logits)
-    check_same(fs.selective_log_softmax(z, da.from_array(idx_row, chunks=5)),
-               fs.selective_log_softmax(z, idx_row), False)
+    check_same(
+        fs.selective_log_softmax(z, da.from_array(idx_row, chunks=5)),
+        fs.selective_log_softmax(z, idx_row),
+        False,
+    )
     z3, i3 = z[:20].reshape(4, 5, C), idx_k[:20].reshape(4, 5, 3)
     Z3 = da.from_array(z3, chunks=((1, 3), (2, 3), C))
     check_same(fs.selective_log_softmax(Z3, i3), fs.selective_log_softmax(z3, i3), False)
-    check_same(fs.selective_log_softmax_vjp(Z3, i3[..., 0], z3[..., 0]),
-               fs.selective_log_softmax_vjp(z3, i3[..., 0], z3[..., 0]), False)
-    check_same(fs.selective_log_softmax(da.from_array(z[0]), idx_k[0]),
-               fs.selective_log_softmax(z[0], idx_k[0]), False)
+    check_same(
+        fs.selective_log_softmax_vjp(Z3, i3[..., 0], z3[..., 0]),
+        fs.selective_log_softmax_vjp(z3, i3[..., 0], z3[..., 0]),
+        False,
+    )
+    check_same(
+        fs.selective_log_softmax(da.from_array(z[0]), idx_k[0]),
+        fs.selective_log_softmax(z[0], idx_k[0]),
+        False,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -462,27 +553,41 @@ def test_linear_cross_entropy_matches_numpy(reduction, layout, dtype):
     for target, kw in cases:
         args = (d["w_lin"], target)
         kw = dict(kw, reduction=reduction)
-        check_linear_same(fs.linear_cross_entropy(X, *args, **kw),
-                          fs.linear_cross_entropy(d["x"], *args, **kw), dtype)
-        check_linear_same(fs.linear_cross_entropy_with_grad(X, *args, **kw),
-                          fs.linear_cross_entropy_with_grad(d["x"], *args, **kw), dtype, bitwise)
+        check_linear_same(
+            fs.linear_cross_entropy(X, *args, **kw),
+            fs.linear_cross_entropy(d["x"], *args, **kw),
+            dtype,
+        )
+        check_linear_same(
+            fs.linear_cross_entropy_with_grad(X, *args, **kw),
+            fs.linear_cross_entropy_with_grad(d["x"], *args, **kw),
+            dtype,
+            bitwise,
+        )
 
 
 def test_linear_cross_entropy_dask_weights_batch_dims_and_warnings():
     d = linear_data(np.float32, seed=12)
     x3, t3 = d["x"][:20].reshape(4, 5, H), d["t"][:20].reshape(4, 5)
     X3 = da.from_array(x3, chunks=((1, 3), (2, 3), H))
-    weights = dict(linear_bias=da.from_array(d["b"], chunks=3),
-                   weight=da.from_array(d["w"], chunks=2))
-    expected = fs.linear_cross_entropy_with_grad(x3, d["w_lin"], t3, linear_bias=d["b"],
-                                                 weight=d["w"])
+    weights = dict(
+        linear_bias=da.from_array(d["b"], chunks=3), weight=da.from_array(d["w"], chunks=2)
+    )
+    expected = fs.linear_cross_entropy_with_grad(
+        x3, d["w_lin"], t3, linear_bias=d["b"], weight=d["w"]
+    )
     # every argument a dask array (linear_weight split: rechunked whole, no warning)
-    check_linear_same(fs.linear_cross_entropy_with_grad(
-        X3, da.from_array(d["w_lin"], chunks=(3, 2)), da.from_array(t3, chunks=2), **weights),
-        expected, np.float32)
+    check_linear_same(
+        fs.linear_cross_entropy_with_grad(
+            X3, da.from_array(d["w_lin"], chunks=(3, 2)), da.from_array(t3, chunks=2), **weights
+        ),
+        expected,
+        np.float32,
+    )
     # NumPy x, dask weights only
-    check_linear_same(fs.linear_cross_entropy_with_grad(x3, d["w_lin"], t3, **weights), expected,
-                      np.float32)
+    check_linear_same(
+        fs.linear_cross_entropy_with_grad(x3, d["w_lin"], t3, **weights), expected, np.float32
+    )
     with pytest.warns(PerformanceWarning, match=r"the feature axis \(axis 1\) is split") as rec:
         lazy = fs.linear_cross_entropy(da.from_array(d["x"], chunks=(6, 3)), d["w_lin"], d["t"])
     assert rec[0].filename == __file__
@@ -496,19 +601,24 @@ def test_linear_cross_entropy_mean_with_a_zero_denominator():
     zero_weight = np.where(np.arange(ROWS) % 2, -100, 0)  # class 0 has weight 0
     w = np.where(np.arange(C) == 0, 0.0, 1.0)
     for t, kw in ((ignored, {}), (zero_weight, dict(weight=w))):
-        expected = fs.linear_cross_entropy_with_grad(d["x"], d["w_lin"], t, linear_bias=d["b"],
-                                                     **kw)
-        got = dask.compute(*fs.linear_cross_entropy_with_grad(X, d["w_lin"], t,
-                                                              linear_bias=d["b"], **kw))
-        for g, e in zip(got, expected):  # NaN where the NumPy call has NaN, 0 elsewhere
+        expected = fs.linear_cross_entropy_with_grad(
+            d["x"], d["w_lin"], t, linear_bias=d["b"], **kw
+        )
+        got = dask.compute(
+            *fs.linear_cross_entropy_with_grad(X, d["w_lin"], t, linear_bias=d["b"], **kw)
+        )
+        for g, e in zip(
+            got, expected, strict=True
+        ):  # NaN where the NumPy call has NaN, 0 elsewhere
             np.testing.assert_array_equal(g, e)
 
 
 def test_linear_weight_gradients_do_not_depend_on_scheduler_or_workers():
     d = linear_data(np.float64, seed=14)
     X = da.from_array(d["x"], chunks=(LAYOUTS["single_rows"], H))
-    lazy = fs.linear_cross_entropy_with_grad(X, d["w_lin"], d["t"], linear_bias=d["b"],
-                                             weight=d["w"])
+    lazy = fs.linear_cross_entropy_with_grad(
+        X, d["w_lin"], d["t"], linear_bias=d["b"], weight=d["w"]
+    )
     runs = [dask.compute(*lazy, scheduler="sync")]
     runs += [dask.compute(*lazy, scheduler="threads", num_workers=n) for n in (1, 2, 4)]
     for run in runs[1:]:
@@ -526,16 +636,20 @@ def test_selective_and_linear_are_lazy_and_errors_in_values_come_at_compute_time
     X = da.from_delayed(dask.delayed(load)(), shape=x.shape, dtype=x.dtype)
     t = np.arange(ROWS) % C
     w_lin = np.ones((3, C), np.float32)
-    results = [fs.selective_log_softmax(X, t), fs.selective_log_softmax_vjp(X, t, x[:, 0]),
-               fs.linear_cross_entropy(X, w_lin, t % 3),
-               *fs.linear_cross_entropy_with_grad(X, w_lin, t % 3, linear_bias=w_lin[:, 0])]
+    results = [
+        fs.selective_log_softmax(X, t),
+        fs.selective_log_softmax_vjp(X, t, x[:, 0]),
+        fs.linear_cross_entropy(X, w_lin, t % 3),
+        *fs.linear_cross_entropy_with_grad(X, w_lin, t % 3, linear_bias=w_lin[:, 0]),
+    ]
     assert loads == [] and all(isinstance(r, da.Array) for r in results)
     # a bad value in a dask index or target: the NumPy message, counted in the whole array
     bad = t.copy()
     bad[17] = C + 2
-    for call in (lambda i: fs.selective_log_softmax(x, i),
-                 lambda i: fs.linear_cross_entropy(x, np.ones((C, C), np.float32), i,
-                                                   reduction="sum")):
+    for call in (
+        lambda i: fs.selective_log_softmax(x, i),
+        lambda i: fs.linear_cross_entropy(x, np.ones((C, C), np.float32), i, reduction="sum"),
+    ):
         with pytest.raises(ValueError) as np_err:
             call(bad)
         lazy = call(da.from_array(bad, chunks=5))
@@ -543,8 +657,9 @@ def test_selective_and_linear_are_lazy_and_errors_in_values_come_at_compute_time
             lazy.compute()
     k_bad = np.stack([t, bad], axis=1)
     with pytest.raises(ValueError, match=re.escape("at (17, 1) is out of range")):
-        fs.selective_log_softmax(da.from_array(x, chunks=(5, C)),
-                                 da.from_array(k_bad, chunks=(5, 2))).compute()
+        fs.selective_log_softmax(
+            da.from_array(x, chunks=(5, C)), da.from_array(k_bad, chunks=(5, 2))
+        ).compute()
 
 
 # --------------------------------------------------------------------------- distributed
@@ -555,9 +670,16 @@ def local_cluster(n_workers: int, env: dict[str, str] | None = None):
     distributed = pytest.importorskip("distributed")
     path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
     env = {"PYTHONPATH": path, **(env or {})}
-    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None, env=env,
-                                       memory_limit="1GiB", silence_logs=40)
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        env=env,
+        memory_limit="1GiB",
+        silence_logs=40,
+    )
     return cluster, distributed.Client(cluster, timeout=60)
 
 
@@ -590,7 +712,7 @@ def test_cluster_worker_compiles_from_an_empty_cache(tmp_path):
             fn, args, kwargs, reduced = cases[name]
             lazy = as_tuple(dask_call(fn, args, kwargs, LAYOUTS["uneven"]))
             got = results(client, lazy)
-            for i, (g, e) in enumerate(zip(got, as_tuple(fn(*args, **kwargs)))):
+            for i, (g, e) in enumerate(zip(got, as_tuple(fn(*args, **kwargs)), strict=True)):
                 assert_close(g, np.asarray(e), reduced, i == 0)
     assert _cache_files(tmp_path)  # the worker compiled the kernels and cached them there
 
@@ -601,19 +723,21 @@ def test_cluster_worker_compiles_from_an_empty_cache(tmp_path):
 def test_cluster_every_function_matches_numpy_and_threads(client, layout):
     cases = make_cases(np.float32, seed=7)
     names = list(cases)
-    lazies = [as_tuple(dask_call(cases[n][0], cases[n][1], cases[n][2], LAYOUTS[layout]))
-              for n in names]
+    lazies = [
+        as_tuple(dask_call(cases[n][0], cases[n][1], cases[n][2], LAYOUTS[layout])) for n in names
+    ]
     flat = [r for lazy in lazies for r in lazy]
     remote = iter(results(client, flat))
-    for name, lazy in zip(names, lazies):
+    for name, lazy in zip(names, lazies, strict=True):
         fn, args, kwargs, reduced = cases[name]
         local = dask.compute(*lazy)
-        for i, (r, l, e) in enumerate(zip((next(remote) for _ in lazy), local,
-                                          as_tuple(fn(*args, **kwargs)))):
+        for i, (r, loc, e) in enumerate(
+            zip((next(remote) for _ in lazy), local, as_tuple(fn(*args, **kwargs)), strict=True)
+        ):
             # the same graph gives the same bits on any scheduler, but for the kernels' block
             # sums, whose vectorized loops may round differently with the memory alignment
             if not (reduced is True and i == 0):
-                assert r.tobytes() == l.tobytes(), name
+                assert r.tobytes() == loc.tobytes(), name
             assert_close(r, np.asarray(e), reduced, i == 0)
 
 
@@ -623,8 +747,14 @@ def test_example_runs_on_a_local_cluster():
     pytest.importorskip("distributed")
     script = os.path.join(ROOT, "examples", "dask_per_token_losses.py")
     args = ["--tokens", "6000", "--vocab", "50", "--block", "1000", "--memory-limit", "512MiB"]
-    run = subprocess.run([sys.executable, script, *args], env=dict(os.environ, PYTHONPATH=ROOT),
-                         capture_output=True, text=True, timeout=180, check=True)
+    run = subprocess.run(
+        [sys.executable, script, *args],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
     assert "dashboard: http://127.0.0.1:" in run.stdout
     assert "equal to the NumPy call on the first block" in run.stdout
 
@@ -637,14 +767,18 @@ def test_cluster_selective_and_linear_match_numpy(client):
     X = da.from_array(d["x"], chunks=(LAYOUTS["uneven"], H))
     idx = np.stack([d["t"] % C, d["t"] % 3], axis=1)
     selective = [fs.selective_log_softmax(Z, idx), fs.selective_log_softmax_vjp(Z, idx, z[:, :2])]
-    linear = fs.linear_cross_entropy_with_grad(X, d["w_lin"], d["t"], linear_bias=d["b"],
-                                               weight=d["w"])
+    linear = fs.linear_cross_entropy_with_grad(
+        X, d["w_lin"], d["t"], linear_bias=d["b"], weight=d["w"]
+    )
     got = iter(results(client, [*selective, *linear]))
-    for expected in (fs.selective_log_softmax(z, idx),
-                     fs.selective_log_softmax_vjp(z, idx, z[:, :2])):
+    for expected in (
+        fs.selective_log_softmax(z, idx),
+        fs.selective_log_softmax_vjp(z, idx, z[:, :2]),
+    ):
         np.testing.assert_array_equal(next(got), expected)
-    expected = fs.linear_cross_entropy_with_grad(d["x"], d["w_lin"], d["t"], linear_bias=d["b"],
-                                                 weight=d["w"])
+    expected = fs.linear_cross_entropy_with_grad(
+        d["x"], d["w_lin"], d["t"], linear_bias=d["b"], weight=d["w"]
+    )
     for i, e in enumerate(expected):
         rtol = SUM_RTOL[e.dtype] if i == 0 else GRAD_RTOL[e.dtype]
         np.testing.assert_allclose(next(got), e, rtol=rtol, atol=rtol * np.max(np.abs(e)))

@@ -99,28 +99,46 @@ def test_matches_reference(name, shape, dtype, rng):
     assert got.dtype == RESULT_DTYPE[np.dtype(dtype)] == want.dtype
     assert got.shape == entry.result_shape(shape)
     entry.check(got, want, args)
-    for a, b in zip(args, before):
+    for a, b in zip(args, before, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("pair", [(np.float32, np.float64), (np.float16, np.float32), (np.int32, np.float32),
-                                  (np.float32, np.bool_), (np.float16, np.float16), (np.int64, np.uint8)],
-                         ids=lambda p: f"{np.dtype(p[0]).name}-{np.dtype(p[1]).name}")
+@pytest.mark.parametrize(
+    "pair",
+    [
+        (np.float32, np.float64),
+        (np.float16, np.float32),
+        (np.int32, np.float32),
+        (np.float32, np.bool_),
+        (np.float16, np.float16),
+        (np.int64, np.uint8),
+    ],
+    ids=lambda p: f"{np.dtype(p[0]).name}-{np.dtype(p[1]).name}",
+)
 @pytest.mark.parametrize("name", PRODUCTS)
 def test_mixed_dtypes_promote(name, pair, rng):
     a = random_probs((5, 6), pair[0], rng)
     b = random_logits((5, 6), pair[1], rng, scale=1.0)
     got = call(name, a, b)
     want = call_ref(name, a, b)
-    expected_dtype = np.result_type(RESULT_DTYPE[np.dtype(pair[0])], RESULT_DTYPE[np.dtype(pair[1])])
+    expected_dtype = np.result_type(
+        RESULT_DTYPE[np.dtype(pair[0])], RESULT_DTYPE[np.dtype(pair[1])]
+    )
     assert got.dtype == expected_dtype
     COMPARISONS[name].check(got, want, (a, b))
-    np.testing.assert_array_equal(got, call(name, a.astype(expected_dtype), b.astype(expected_dtype)))
+    np.testing.assert_array_equal(
+        got, call(name, a.astype(expected_dtype), b.astype(expected_dtype))
+    )
 
 
 @pytest.mark.parametrize("name", PRODUCTS)
 def test_shape_mismatch(name):
-    for a_shape, b_shape in [((3, 4), (3, 5)), ((3, 4), (4, 3)), ((3, 4), (4,)), ((2, 3, 4), (3, 4))]:
+    for a_shape, b_shape in [
+        ((3, 4), (3, 5)),
+        ((3, 4), (4, 3)),
+        ((3, 4), (4,)),
+        ((2, 3, 4), (3, 4)),
+    ]:
         with pytest.raises(ValueError, match="shape"):
             call(name, np.ones(a_shape), np.ones(b_shape))
         with pytest.raises(ValueError, match="shape"):
@@ -152,8 +170,11 @@ def test_long_rows_100k(name, dtype, temperature, rng):
     4 eps of the sum of magnitudes, each entry to 4 eps.
     """
     shape = (2, 100_000)
-    a = (random_probs(shape, dtype, rng) if name != "log_softmax_vjp"
-         else ld_log_softmax(random_logits(shape, np.float64, rng)).astype(dtype))
+    a = (
+        random_probs(shape, dtype, rng)
+        if name != "log_softmax_vjp"
+        else ld_log_softmax(random_logits(shape, np.float64, rng)).astype(dtype)
+    )
     b = random_logits(shape, dtype, rng, scale=1.0)
     got = call(name, a, b, temperature=temperature)
     assert got.dtype == dtype
@@ -174,11 +195,14 @@ def test_vjp_equals_jvp_for_softmax(rng):
     """J is symmetric: softmax_vjp and softmax_jvp agree; both equal J @ v with J from the Jacobian."""
     p = random_probs((6, 9), np.float64, rng)
     v = random_logits((6, 9), np.float64, rng)
-    np.testing.assert_array_equal(fs.softmax_vjp(p, v, temperature=2.0),
-                                  fs.softmax_jvp(p, v, temperature=2.0))
+    np.testing.assert_array_equal(
+        fs.softmax_vjp(p, v, temperature=2.0), fs.softmax_jvp(p, v, temperature=2.0)
+    )
     jac = fs.softmax_jacobian(p)
     np.testing.assert_array_equal(jac, np.swapaxes(jac, -1, -2))
-    np.testing.assert_allclose(fs.softmax_jvp(p, v), np.einsum("rij,rj->ri", jac, v), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        fs.softmax_jvp(p, v), np.einsum("rij,rj->ri", jac, v), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_jacobian_rows_sum_to_zero(rng):
@@ -202,8 +226,10 @@ def test_layouts(name, layout, rng):
     for axis in (0, 1, 2, -1):
         expected = entry.fast(*contiguous, axis=axis)
         # the layout on each argument in turn and on all at once
-        variants = [[layouts(a)[layout] if k == i else a for k, a in enumerate(args)]
-                    for i in range(len(args))]
+        variants = [
+            [layouts(a)[layout] if k == i else a for k, a in enumerate(args)]
+            for i in range(len(args))
+        ]
         variants.append([layouts(a)[layout] for a in args])
         for variant in variants:
             got = entry.fast(*variant, axis=axis)
@@ -238,8 +264,12 @@ def test_temperature(name, dtype, temperature, rng):
     kwargs = {"temperature": temperature}
     COMPARISONS[name].check(got, call_ref(name, a, b, **kwargs), (a, b), kwargs)
     # the temperature only divides the product
-    np.testing.assert_allclose(got, call(name, a, b) / dtype(temperature), rtol=4 * np.finfo(dtype).eps,
-                               atol=4 * np.finfo(dtype).eps * np.max(np.abs(got)))
+    np.testing.assert_allclose(
+        got,
+        call(name, a, b) / dtype(temperature),
+        rtol=4 * np.finfo(dtype).eps,
+        atol=4 * np.finfo(dtype).eps * np.max(np.abs(got)),
+    )
 
 
 def test_jacobian_has_no_temperature_or_out():
@@ -322,12 +352,18 @@ def test_softmax_products_match_finite_differences(name, temperature, rng):
     v = random_logits((5, 7), np.float64, rng, scale=1.0)
     p = fs.softmax(z, temperature=temperature)
     jac = fd_jacobian(ld_softmax, z, temperature)
-    numeric = np.einsum("rij,rj->ri", jac, v) if name == "softmax_jvp" else np.einsum("rj,rji->ri", v, jac)
+    numeric = (
+        np.einsum("rij,rj->ri", jac, v)
+        if name == "softmax_jvp"
+        else np.einsum("rj,rji->ri", v, jac)
+    )
     got = call(name, p, v, temperature=temperature)
     assert gradient_check_error(got, numeric) < GRADCHECK_OK
     # the JVP is the directional derivative, without the Jacobian
     if name == "softmax_jvp":
-        assert gradient_check_error(got, fd_directional(ld_softmax, z, v, temperature)) < GRADCHECK_OK
+        assert (
+            gradient_check_error(got, fd_directional(ld_softmax, z, v, temperature)) < GRADCHECK_OK
+        )
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 3.0])
@@ -350,7 +386,10 @@ def test_products_along_axis_match_finite_differences(name, axis, rng):
     got = call(name, first_arg(name, z, axis=axis, temperature=1.5), v, axis=axis, temperature=1.5)
     if name == "log_softmax_vjp":
         # g^T J for a row-wise J: sum over i of g_i * d f_i/d z_j, taken as directional derivatives
-        moved_z, moved_g = np.moveaxis(z, axis, -1).reshape(-1, z.shape[axis]), np.moveaxis(v, axis, -1)
+        moved_z, moved_g = (
+            np.moveaxis(z, axis, -1).reshape(-1, z.shape[axis]),
+            np.moveaxis(v, axis, -1),
+        )
         jac = fd_jacobian(lambda zz, t: ld_log_softmax(zz, t), moved_z, 1.5)
         numeric = np.einsum("rj,rji->ri", moved_g.reshape(jac.shape[:2]), jac)
         numeric = np.moveaxis(numeric.reshape(np.moveaxis(z, axis, -1).shape), -1, axis)
@@ -372,7 +411,10 @@ def test_float32_derivatives_match_finite_differences(name, rng):
         got = fs.softmax_jvp(a32, v.astype(np.float32), temperature=2.0)
         numeric = np.einsum("rij,rj->ri", jac, v)
     else:
-        got, numeric = call(name, a32, v.astype(np.float32), temperature=2.0), np.einsum("rj,rji->ri", v, jac)
+        got, numeric = (
+            call(name, a32, v.astype(np.float32), temperature=2.0),
+            np.einsum("rj,rji->ri", v, jac),
+        )
     assert got.dtype == np.float32
     assert gradient_check_error(got, numeric) < 1e-6
 
@@ -407,7 +449,9 @@ def test_gradient_check_rejects_diagonal_only_derivative(temperature, rng):
     g = rng.standard_normal((3, 10))
     p = fs.softmax(z, temperature=temperature)
     numeric = np.einsum("rj,rji->ri", g, fd_jacobian(ld_softmax, z, temperature))
-    assert gradient_check_error(fs.softmax_vjp(p, g, temperature=temperature), numeric) < GRADCHECK_OK
+    assert (
+        gradient_check_error(fs.softmax_vjp(p, g, temperature=temperature), numeric) < GRADCHECK_OK
+    )
     assert gradient_check_error(_diagonal_only_vjp(p, g, temperature), numeric) > 0.05
 
 
@@ -442,10 +486,15 @@ def test_log_softmax_with_nll_matches_cross_entropy_gradient(temperature, rng):
     cross_entropy_backward with probability targets and reduction="sum"; finite differences agree."""
     z = random_logits((5, 6), np.float64, rng)
     y = random_probs((5, 6), np.float64, rng)
-    grad = fs.log_softmax_vjp(fs.log_softmax(z, temperature=temperature), -y, temperature=temperature)
+    grad = fs.log_softmax_vjp(
+        fs.log_softmax(z, temperature=temperature), -y, temperature=temperature
+    )
     np.testing.assert_allclose(
-        grad, fs.cross_entropy_backward(z, y, reduction="sum", temperature=temperature),
-        rtol=1e-12, atol=1e-15)
+        grad,
+        fs.cross_entropy_backward(z, y, reduction="sum", temperature=temperature),
+        rtol=1e-12,
+        atol=1e-15,
+    )
     jac = fd_jacobian(ld_log_softmax, z, temperature)
     assert gradient_check_error(grad, np.einsum("rj,rji->ri", -y, jac)) < GRADCHECK_OK
 
@@ -495,8 +544,9 @@ def test_masked_logits(dtype, temperature, rng):
     for name in ("softmax_jvp", "softmax_vjp"):
         got = call(name, p, v, temperature=temperature)
         assert np.all(got[:, ::3] == 0.0) and np.all(got[3] == 0.0) and np.all(np.isfinite(got))
-        COMPARISONS[name].check(got, call_ref(name, p, v, temperature=temperature), (p, v),
-                                {"temperature": temperature})
+        COMPARISONS[name].check(
+            got, call_ref(name, p, v, temperature=temperature), (p, v), {"temperature": temperature}
+        )
     got = fs.log_softmax_vjp(logp, v, temperature=temperature)
     assert np.all(np.isfinite(got))
     # exp(-inf) = 0 leaves g / T there (exactly: 1 / T is exact for T = 1, 2)
@@ -510,8 +560,11 @@ def test_masked_logits(dtype, temperature, rng):
     kept = np.delete(z[:3], np.s_[::3], axis=1)
     pk = fs.softmax(kept, temperature=temperature)
     tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-13, "atol": 1e-14}
-    np.testing.assert_allclose(np.delete(fs.softmax_jvp(p, v)[:3], np.s_[::3], axis=1),
-                               fs.softmax_jvp(pk, np.delete(v[:3], np.s_[::3], axis=1)), **tol)
+    np.testing.assert_allclose(
+        np.delete(fs.softmax_jvp(p, v)[:3], np.s_[::3], axis=1),
+        fs.softmax_jvp(pk, np.delete(v[:3], np.s_[::3], axis=1)),
+        **tol,
+    )
 
 
 def test_jvp_of_ones_is_zero(rng):

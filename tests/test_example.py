@@ -63,11 +63,17 @@ def test_float32_close_to_float64(example):
 
 @pytest.mark.slow
 def test_command_line_output():
-    out = subprocess.run([sys.executable, SCRIPT, "--epochs", "2", "--batch-size", "64",
-                          "--backend", "reference"], capture_output=True, text=True, check=True,
-                         timeout=600).stdout
+    out = subprocess.run(
+        [sys.executable, SCRIPT, "--epochs", "2", "--batch-size", "64", "--backend", "reference"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
     lines = out.splitlines()
-    epochs = [line for line in lines if line.startswith("[reference]") and line.split()[1].isdigit()]
+    epochs = [
+        line for line in lines if line.startswith("[reference]") and line.split()[1].isdigit()
+    ]
     assert len(epochs) == 2
     assert "final test accuracy" in out
     assert "batch 64" in lines[0]

@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                      "train_wordlm.py")
+SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "train_wordlm.py"
+)
 
 
 @pytest.mark.slow
@@ -20,8 +21,9 @@ def test_short_run_learns_with_less_memory():
     sys.modules["train_wordlm"] = module
     try:
         spec.loader.exec_module(module)
-        res = module.main(["--steps", "40", "--batch", "256", "--chunk-size", "32"],
-                          log=lambda *a: None)
+        res = module.main(
+            ["--steps", "40", "--batch", "256", "--chunk-size", "32"], log=lambda *a: None
+        )
     finally:
         sys.modules.pop("train_wordlm", None)
     first, last = np.mean(res["losses"][:5]), np.mean(res["losses"][-5:])

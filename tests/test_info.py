@@ -21,10 +21,22 @@ from fastsoftmax import _cache, _info, _runtime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 KEYS = {
-    "fastsoftmax": str, "python": str, "numpy": str, "numba": str, "llvmlite": str,
-    "platform": str, "cpu": (str, type(None)), "threading_layer": str, "num_threads": int,
-    "max_threads": int, "serial_below": int, "serial_only": bool, "cache_dir": (str, type(None)),
-    "cache_dir_source": str, "vectorized_exp": (bool, type(None)), "vector_check": str,
+    "fastsoftmax": str,
+    "python": str,
+    "numpy": str,
+    "numba": str,
+    "llvmlite": str,
+    "platform": str,
+    "cpu": (str, type(None)),
+    "threading_layer": str,
+    "num_threads": int,
+    "max_threads": int,
+    "serial_below": int,
+    "serial_only": bool,
+    "cache_dir": (str, type(None)),
+    "cache_dir_source": str,
+    "vectorized_exp": (bool, type(None)),
+    "vector_check": str,
     "tbb_library": (str, type(None)),
 }
 
@@ -32,8 +44,15 @@ KEYS = {
 def run_python(script: str, **env: str) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     full_env.update(env)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=full_env, cwd=ROOT,
-                          capture_output=True, text=True, check=False, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=full_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +124,10 @@ def test_vector_width_parser():
         vaddsd  %xmm1, %xmm2, %xmm3
     """)
     assert _info._vector_width(asm) == ("ymm", 2)
-    assert _info._vector_width("vmulss %xmm1, %xmm2, %xmm3\nvaddpd %xmm0, %xmm1, %xmm1") == (None, 0)
+    assert _info._vector_width("vmulss %xmm1, %xmm2, %xmm3\nvaddpd %xmm0, %xmm1, %xmm1") == (
+        None,
+        0,
+    )
     assert _info._vector_width("vaddpd %zmm0, %zmm1, %zmm1\nvaddps %ymm0, %ymm1, %ymm1")[0] == "zmm"
 
 
@@ -135,7 +157,7 @@ def test_format_info_lists_every_key(report):
     assert text == _info.format_info(report)
     lines = text.splitlines()
     assert len(lines) == len(report)
-    for line, (key, value) in zip(lines, report.items()):
+    for line, (key, value) in zip(lines, report.items(), strict=True):
         name, _, shown = line.partition(" : ")
         assert name.strip() == key
         assert shown == ("-" if value is None else str(value))
@@ -149,8 +171,9 @@ def test_warmup_mask_table_matches_the_signatures():
     functions that take a mask: a new masked function or a renamed keyword fails here."""
     import inspect
 
-    takes_where = {name for name in fs.__all__
-                   if "where" in inspect.signature(getattr(fs, name)).parameters}
+    takes_where = {
+        name for name in fs.__all__ if "where" in inspect.signature(getattr(fs, name)).parameters
+    }
     assert _info._MASKED == takes_where
 
 
@@ -193,21 +216,29 @@ def _read_only(value):
 def test_read_only_inputs_compile_nothing_new(dtype):
     """Read-only inputs (np.broadcast_to, memory maps, arrays from other libraries) reach the
     kernels compiled for writable ones: no new compilation, the same results, inputs intact."""
+
     def counts():
-        return {id(k): (len(k.serial.signatures), len(k.parallel.signatures))
-                for k in _info._row_kernels()}
+        return {
+            id(k): (len(k.serial.signatures), len(k.parallel.signatures))
+            for k in _info._row_kernels()
+        }
 
     calls = _info._calls(np.dtype(dtype), 3, 4) + _info._calls(np.dtype(dtype), 2000, 9)
     expected = [getattr(fs, name)(*args, **kwargs) for name, args, kwargs in calls]
     before = counts()
-    for (name, args, kwargs), want in zip(calls, expected):
+    for (name, args, kwargs), want in zip(calls, expected, strict=True):
         ro_args = tuple(_read_only(a) for a in args)
         ro_kwargs = {k: _read_only(a) for k, a in kwargs.items()}
         got = getattr(fs, name)(*ro_args, **ro_kwargs)
-        for g, w in zip(got if isinstance(got, tuple) else (got,),
-                        want if isinstance(want, tuple) else (want,)):
+        for g, w in zip(
+            got if isinstance(got, tuple) else (got,),
+            want if isinstance(want, tuple) else (want,),
+            strict=True,
+        ):
             np.testing.assert_array_equal(g, w, err_msg=name, strict=True)
-        for a, b in zip(ro_args + tuple(ro_kwargs.values()), args + tuple(kwargs.values())):
+        for a, b in zip(
+            ro_args + tuple(ro_kwargs.values()), args + tuple(kwargs.values()), strict=True
+        ):
             if isinstance(a, np.ndarray):
                 np.testing.assert_array_equal(a, b, err_msg=name, strict=True)
     assert counts() == before
@@ -248,8 +279,11 @@ def _read_only_calls(dtype: np.dtype) -> list[tuple[str, tuple, dict]]:
         ("softmax_jacobian", (col_p,), {"axis": 0}),
         ("softmax_jvp", (col_p, col), {"axis": 0}),
         ("log_softmax_vjp", (_frozen(np.log(col_p)), col), {"axis": 0}),
-        *[(name, (x,), {"axis": axis}) for name in ("softmax", "log_softmax", "logsumexp")
-          for axis in (0, 1)],
+        *[
+            (name, (x,), {"axis": axis})
+            for name in ("softmax", "log_softmax", "logsumexp")
+            for axis in (0, 1)
+        ],
         ("softmax", (strided,), {}),
         ("logsumexp", (strided,), {"axis": 0}),
         ("softmax", (z,), {"where": mask}),
@@ -265,14 +299,18 @@ def _read_only_calls(dtype: np.dtype) -> list[tuple[str, tuple, dict]]:
         ("sigmoid", (strided,), {}),
         ("log_sigmoid", (x,), {}),
         ("binary_cross_entropy_with_logits", (z, y), {"weight": weight, "pos_weight": weight}),
-        ("binary_cross_entropy_with_logits_backward", (z, y),
-         {"weight": mask_row.astype(dtype), "reduction": "none", "grad_output": y}),
+        (
+            "binary_cross_entropy_with_logits_backward",
+            (z, y),
+            {"weight": mask_row.astype(dtype), "reduction": "none", "grad_output": y},
+        ),
     ]
 
 
 def _signature_counts() -> dict[int, tuple[int, int]]:
-    return {id(k): (len(k.serial.signatures), len(k.parallel.signatures))
-            for k in _info._row_kernels()}
+    return {
+        id(k): (len(k.serial.signatures), len(k.parallel.signatures)) for k in _info._row_kernels()
+    }
 
 
 @needs_jit
@@ -283,15 +321,20 @@ def test_read_only_inputs_on_every_path_compile_nothing_new(dtype):
     for writable arrays and give the same results."""
     for name, args, kwargs in _read_only_calls(np.dtype(dtype)):
         writable = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
-        writable_kw = {k: np.array(a) if isinstance(a, np.ndarray) else a for k, a in kwargs.items()}
+        writable_kw = {
+            k: np.array(a) if isinstance(a, np.ndarray) else a for k, a in kwargs.items()
+        }
         arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
         assert not all(a.flags.writeable for a in arrays), name
         want = getattr(fs, name)(*writable, **writable_kw)
         before = _signature_counts()
         got = getattr(fs, name)(*args, **kwargs)
         assert _signature_counts() == before, f"{name}{tuple(kwargs)} compiled a new signature"
-        for g, w in zip(got if isinstance(got, tuple) else (got,),
-                        want if isinstance(want, tuple) else (want,)):
+        for g, w in zip(
+            got if isinstance(got, tuple) else (got,),
+            want if isinstance(want, tuple) else (want,),
+            strict=True,
+        ):
             np.testing.assert_array_equal(g, w, err_msg=name, strict=True)
 
 
@@ -330,8 +373,11 @@ def test_byte_swapped_inputs_match_native(dtype):
         swapped_args = tuple(_byte_swapped(a) for a in args)
         assert any(isinstance(a, np.ndarray) and not a.dtype.isnative for a in swapped_args)
         got = getattr(fs, name)(*swapped_args, **{k: _byte_swapped(a) for k, a in kwargs.items()})
-        for g, w in zip(got if isinstance(got, tuple) else (got,),
-                        want if isinstance(want, tuple) else (want,)):
+        for g, w in zip(
+            got if isinstance(got, tuple) else (got,),
+            want if isinstance(want, tuple) else (want,),
+            strict=True,
+        ):
             np.testing.assert_array_equal(g, w, err_msg=name, strict=True)
 
 
@@ -341,7 +387,9 @@ def test_warmup_other_dtypes_and_single_dtype():
 
 
 def test_warmup_with_jit_disabled_has_nothing_to_do():
-    proc = run_python("import fastsoftmax; print(fastsoftmax.warmup() < 1.0)", NUMBA_DISABLE_JIT="1")
+    proc = run_python(
+        "import fastsoftmax; print(fastsoftmax.warmup() < 1.0)", NUMBA_DISABLE_JIT="1"
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
 
 
@@ -372,12 +420,21 @@ def test_warmup_in_a_fresh_process_leaves_nothing_to_compile():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "fastsoftmax", "__main__.py")),
-                    reason="no fastsoftmax/__main__.py yet")
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, "fastsoftmax", "__main__.py")),
+    reason="no fastsoftmax/__main__.py yet",
+)
 def test_command_line_info():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "fastsoftmax", "info"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastsoftmax", "info"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for key in ("threading_layer", "num_threads", "cache_dir", "vectorized_exp", "numba"):

@@ -21,9 +21,13 @@ def same(actual, expected):
     eps = np.finfo(expected.dtype).eps
     finite = np.abs(expected[np.isfinite(expected)])
     atol = 4 * eps * float(finite.max()) if finite.size else 0.0
-    np.testing.assert_allclose(actual, expected, rtol=4 * eps, atol=atol, equal_nan=True, strict=False)
+    np.testing.assert_allclose(
+        actual, expected, rtol=4 * eps, atol=atol, equal_nan=True, strict=False
+    )
     assert np.array_equal(np.isnan(actual), np.isnan(expected))
     assert np.array_equal(np.isinf(actual), np.isinf(expected))
+
+
 SHAPES = [(1, 1), (5, 3), (40, 10), (7, 64), (3, 1000), (0, 4)]
 
 
@@ -88,8 +92,10 @@ def test_cross_entropy_kernels_equal_public(shape, dtype, rng):
     # ignore_index -100 skips a row; a 0-row gradient skips the gradient
     y[0] = -100
     if shape[0] > 1:
-        same(dtype(K.cross_entropy_index_rows(x, y, np.empty((0, shape[1]), dtype))),
-             fs.cross_entropy(x, y))
+        same(
+            dtype(K.cross_entropy_index_rows(x, y, np.empty((0, shape[1]), dtype))),
+            fs.cross_entropy(x, y),
+        )
     # probability targets
     t = fs.softmax(logits(shape, dtype, rng))
     loss = K.cross_entropy_prob_rows(x, t, grad)
@@ -154,9 +160,9 @@ def njit_train(W, X, y, lr, steps, batch):
     n = X.shape[0]
     for s in range(steps):
         start = (s * batch) % (n - batch + 1)
-        xb = X[start:start + batch]
+        xb = X[start : start + batch]
         _matmul(xb, W, logits)
-        losses[s] = K.cross_entropy_index_rows(logits, y[start:start + batch], logits)
+        losses[s] = K.cross_entropy_index_rows(logits, y[start : start + batch], logits)
         _sgd_update(W, xb, logits, lr)
     return losses
 
@@ -168,9 +174,9 @@ def python_train(W, X, y, lr, steps, batch):
     n = X.shape[0]
     for s in range(steps):
         start = (s * batch) % (n - batch + 1)
-        xb = X[start:start + batch]
+        xb = X[start : start + batch]
         _matmul(xb, W, logits)
-        losses[s], _ = fs.cross_entropy_with_grad(logits, y[start:start + batch], out=logits)
+        losses[s], _ = fs.cross_entropy_with_grad(logits, y[start : start + batch], out=logits)
         _sgd_update(W, xb, logits, lr)
     return losses
 
@@ -224,7 +230,7 @@ def test_called_inside_user_prange(rng):
     def blockwise_softmax(x, out, block):
         nblocks = (x.shape[0] + block - 1) // block
         for b in prange(nblocks):
-            K.softmax_rows(x[b * block:(b + 1) * block], out[b * block:(b + 1) * block])
+            K.softmax_rows(x[b * block : (b + 1) * block], out[b * block : (b + 1) * block])
 
     x = logits((1000, 37), np.float32, rng, specials=True)
     out = np.empty_like(x)

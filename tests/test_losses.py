@@ -58,21 +58,26 @@ class Options:
 
     @property
     def id(self) -> str:
-        return "-".join([
-            "idx" if self.index_target else "prob",
-            "w" if self.weight else "now",
-            f"ign_{self.ignore}",
-            self.reduction,
-            f"ls{self.label_smoothing:g}",
-            f"T{self.temperature:g}",
-        ])
+        return "-".join(
+            [
+                "idx" if self.index_target else "prob",
+                "w" if self.weight else "now",
+                f"ign_{self.ignore}",
+                self.reduction,
+                f"ls{self.label_smoothing:g}",
+                f"T{self.temperature:g}",
+            ]
+        )
 
     def ignore_index(self, classes: int) -> int:
         return -100 if self.ignore == "default" else min(2, classes - 1)
 
     def kwargs(self, classes: int, rng: np.random.Generator) -> dict[str, Any]:
-        kw: dict[str, Any] = {"reduction": self.reduction, "label_smoothing": self.label_smoothing,
-                                  "temperature": self.temperature}
+        kw: dict[str, Any] = {
+            "reduction": self.reduction,
+            "label_smoothing": self.label_smoothing,
+            "temperature": self.temperature,
+        }
         if self.ignore == "custom":
             kw["ignore_index"] = self.ignore_index(classes)
         if self.weight:
@@ -86,8 +91,13 @@ class Options:
 OPTIONS = [
     Options(w, ign, red, ls, temp, idx)
     for idx, w, ign, red, ls, temp in itertools.product(
-        (True, False), (False, True), ("default", "custom"), ("mean", "sum", "none"),
-        (0.0, 0.1, 1.0), (1.0, 2.5))
+        (True, False),
+        (False, True),
+        ("default", "custom"),
+        ("mean", "sum", "none"),
+        (0.0, 0.1, 1.0),
+        (1.0, 2.5),
+    )
     if idx or ign == "default"
 ]
 OPTION_IDS = [o.id for o in OPTIONS]
@@ -99,8 +109,9 @@ SHAPES = [(1, 1), (4, 7), (0, 5), (2, 3, 5), (6,), (5, 40), *jit_only((64, 1000)
 TORCH_SHAPES = [(1, 1), (4, 7), (0, 5), (2, 3, 5), (6,)]
 
 
-def make_target(shape: tuple[int, ...], opts: Options, rng: np.random.Generator,
-                dtype: Any = np.float64) -> np.ndarray:
+def make_target(
+    shape: tuple[int, ...], opts: Options, rng: np.random.Generator, dtype: Any = np.float64
+) -> np.ndarray:
     """A valid target for logits of ``shape``.
 
     Class indices: random classes, every third row (rows 1, 4, 7, ...) set to the ignore index,
@@ -215,7 +226,7 @@ def _copies(*arrays: Any) -> list[Any]:
 
 
 def _assert_unchanged(before: list[Any], after: list[Any]) -> None:
-    for b, a in zip(before, after):
+    for b, a in zip(before, after, strict=True):
         if isinstance(b, np.ndarray):
             np.testing.assert_array_equal(a, b, strict=True)
 
@@ -247,8 +258,15 @@ def test_matches_reference_every_option(opts: Options) -> None:
             continue
         assert_grad_matches(grad, grad_r, z, t, kw, 1.0, msg)
         for g in grad_outputs(opts, shape[:-1], np.random.default_rng(k)):
-            assert_grad_matches(CE_BACKWARD.fast(z, t, grad_output=g, **kw),
-                                CE_BACKWARD.reference(z, t, grad_output=g, **kw), z, t, kw, g, msg)
+            assert_grad_matches(
+                CE_BACKWARD.fast(z, t, grad_output=g, **kw),
+                CE_BACKWARD.reference(z, t, grad_output=g, **kw),
+                z,
+                t,
+                kw,
+                g,
+                msg,
+            )
         _assert_unchanged(before, [z, t, kw.get("weight")])
 
 
@@ -265,8 +283,11 @@ def test_probability_targets_ignore_ignore_index() -> None:
             plain = fn(z, t, reduction=reduction, label_smoothing=0.1)
             for ignore_index in (2, 0, -1):
                 got = fn(z, t, reduction=reduction, label_smoothing=0.1, ignore_index=ignore_index)
-                for a, b in zip(got if isinstance(got, tuple) else (got,),
-                                plain if isinstance(plain, tuple) else (plain,)):
+                for a, b in zip(
+                    got if isinstance(got, tuple) else (got,),
+                    plain if isinstance(plain, tuple) else (plain,),
+                    strict=True,
+                ):
                     np.testing.assert_array_equal(a, b)
 
 
@@ -285,8 +306,15 @@ def _layout_params():
     for shape, sid in [((4, 7), "4x7"), ((2, 3, 5), "2x3x5"), ((64, 1000), "64x1000")]:
         for dtype in DTYPES:
             for layout in LAYOUT_NAMES:
-                params.append(pytest.param(shape, dtype, layout, marks=[needs_jit] if shape[-1] > 100 else [],
-                                           id=f"{sid}-{np.dtype(dtype).name}-{layout}"))
+                params.append(
+                    pytest.param(
+                        shape,
+                        dtype,
+                        layout,
+                        marks=[needs_jit] if shape[-1] > 100 else [],
+                        id=f"{sid}-{np.dtype(dtype).name}-{layout}",
+                    )
+                )
     return params
 
 
@@ -304,12 +332,16 @@ def test_dtypes_and_layouts(shape, dtype, layout) -> None:
         loss = CE.fast(z, t, **kw)
         assert np.asarray(loss).dtype == result_dtype, msg
         assert_loss_matches(loss, CE.reference(z0, t0, **kw), z0, t0, kw, msg)
-        g = 1.5 if opts.reduction != "none" else layouts(np.linspace(-1, 1, z.size // shape[-1])
-                                                          .reshape(shape[:-1]))[layout]
+        g = (
+            1.5
+            if opts.reduction != "none"
+            else layouts(np.linspace(-1, 1, z.size // shape[-1]).reshape(shape[:-1]))[layout]
+        )
         grad = CE_BACKWARD.fast(z, t, grad_output=g, **kw)
         assert grad.dtype == result_dtype and grad.shape == shape, msg
-        assert_grad_matches(grad, CE_BACKWARD.reference(z0, t0, grad_output=g, **kw), z0, t0, kw, g,
-                            msg)
+        assert_grad_matches(
+            grad, CE_BACKWARD.reference(z0, t0, grad_output=g, **kw), z0, t0, kw, g, msg
+        )
         loss, grad = CE_WITH_GRAD.fast(z, t, **kw)
         loss_r, grad_r = CE_WITH_GRAD.reference(z0, t0, **kw)
         assert np.asarray(loss).dtype == grad.dtype == result_dtype, msg
@@ -323,8 +355,13 @@ def test_result_types(reduction) -> None:
     """'mean'/'sum' return a NumPy scalar of the result dtype (float16 for float16 logits); 'none'
     an array of the batch shape, and a NumPy scalar for 1-D logits (a 0-d result), fast and
     reference alike. The gradient has the result dtype too."""
-    for shape, dtype in [((3, 4), np.float32), ((2, 3, 4), np.float64), ((4,), np.float16),
-                         ((4,), np.float64), ((2, 4), np.float16)]:
+    for shape, dtype in [
+        ((3, 4), np.float32),
+        ((2, 3, 4), np.float64),
+        ((4,), np.float16),
+        ((4,), np.float64),
+        ((2, 4), np.float16),
+    ]:
         z = np.ones(shape, dtype=dtype)
         t = np.zeros(shape[:-1], dtype=np.int64)
         loss = fs.cross_entropy(z, t, reduction=reduction)
@@ -339,9 +376,11 @@ def test_result_types(reduction) -> None:
         assert type(ref.cross_entropy_with_grad(z, t, reduction=reduction)[0]) is type(loss)
         assert fs.cross_entropy_backward(z, t, reduction=reduction).dtype == dtype
         # uniform logits: -log(1/C) per row
-        np.testing.assert_allclose(loss, np.log(shape[-1]) * (1 if reduction != "sum" else
-                                                              np.prod(shape[:-1])),
-                                   rtol=1e-3 if dtype == np.float16 else 1e-6)
+        np.testing.assert_allclose(
+            loss,
+            np.log(shape[-1]) * (1 if reduction != "sum" else np.prod(shape[:-1])),
+            rtol=1e-3 if dtype == np.float16 else 1e-6,
+        )
 
 
 @pytest.mark.parametrize("fn", ["cross_entropy_backward", "cross_entropy_with_grad"])
@@ -372,10 +411,12 @@ def test_float16_logits_match_torch(torch) -> None:
         loss, grad = fs.cross_entropy_with_grad(z, t, reduction=reduction)
         assert str(want.dtype) == "torch.float16" and np.asarray(loss).dtype == np.float16
         assert str(zt.grad.dtype) == "torch.float16" and grad.dtype == np.float16
-        np.testing.assert_allclose(np.asarray(loss, np.float64), want.detach().double().numpy(),
-                                   rtol=2e-3, atol=1e-3)
-        np.testing.assert_allclose(grad.astype(np.float64), zt.grad.double().numpy(), rtol=2e-3,
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            np.asarray(loss, np.float64), want.detach().double().numpy(), rtol=2e-3, atol=1e-3
+        )
+        np.testing.assert_allclose(
+            grad.astype(np.float64), zt.grad.double().numpy(), rtol=2e-3, atol=1e-3
+        )
 
 
 def test_weight_zero_and_integer_targets_of_any_int_dtype() -> None:
@@ -388,10 +429,16 @@ def test_weight_zero_and_integer_targets_of_any_int_dtype() -> None:
         tt = t.astype(dt) if dt not in (np.uint8, np.uint64) else np.where(t < 0, 0, t).astype(dt)
         for red in ("mean", "sum", "none"):
             kw = {"weight": w, "reduction": red, "label_smoothing": 0.1}
-            assert_loss_matches(fs.cross_entropy(z, tt, **kw), ref.cross_entropy(z, tt, **kw),
-                                z, tt, kw)
-            assert_grad_matches(fs.cross_entropy_backward(z, tt, **kw),
-                                ref.cross_entropy_backward(z, tt, **kw), z, tt, kw)
+            assert_loss_matches(
+                fs.cross_entropy(z, tt, **kw), ref.cross_entropy(z, tt, **kw), z, tt, kw
+            )
+            assert_grad_matches(
+                fs.cross_entropy_backward(z, tt, **kw),
+                ref.cross_entropy_backward(z, tt, **kw),
+                z,
+                tt,
+                kw,
+            )
 
 
 # --------------------------------------------------------------------------- against PyTorch
@@ -408,8 +455,9 @@ def torch():
     torch.set_num_threads(old)
 
 
-def torch_cross_entropy(torch, z: np.ndarray, t: np.ndarray, opts: Options, kw: dict[str, Any],
-                        grad_output: Any):
+def torch_cross_entropy(
+    torch, z: np.ndarray, t: np.ndarray, opts: Options, kw: dict[str, Any], grad_output: Any
+):
     """(loss, d(grad_output . loss)/dz) from torch autograd, float64, our class axis last."""
     F = torch.nn.functional
     zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
@@ -426,9 +474,14 @@ def torch_cross_entropy(torch, z: np.ndarray, t: np.ndarray, opts: Options, kw: 
     # torch raises for a non-default ignore_index with probability targets; fastsoftmax ignores
     # ignore_index there (it only applies to class indices), so torch gets the default
     ignore_index = kw.get("ignore_index", -100) if opts.index_target else -100
-    loss = F.cross_entropy(inp, tt, weight=None if weight is None else torch.tensor(weight),
-                           ignore_index=ignore_index, reduction=kw["reduction"],
-                           label_smoothing=kw["label_smoothing"])
+    loss = F.cross_entropy(
+        inp,
+        tt,
+        weight=None if weight is None else torch.tensor(weight),
+        ignore_index=ignore_index,
+        reduction=kw["reduction"],
+        label_smoothing=kw["label_smoothing"],
+    )
     loss.backward(torch.as_tensor(grad_output, dtype=torch.float64).expand_as(loss))
     return loss.detach().numpy(), zt.grad.numpy()
 
@@ -438,8 +491,9 @@ def assert_torch_close(actual, expected, err_msg: str) -> None:
     assert actual.shape == np.shape(expected), err_msg
     finite = np.abs(expected[np.isfinite(expected)])
     atol = 1e-12 * max(1.0, float(finite.max()) if finite.size else 0.0)
-    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=atol, equal_nan=True,
-                               err_msg=err_msg)
+    np.testing.assert_allclose(
+        actual, expected, rtol=1e-10, atol=atol, equal_nan=True, err_msg=err_msg
+    )
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=OPTION_IDS)
@@ -459,8 +513,9 @@ def test_matches_torch_every_option(torch, opts: Options) -> None:
                 assert_torch_close(grad * 0.7, grad_t, msg)
 
 
-@pytest.mark.parametrize("opts", [o for o in OPTIONS if o.index_target],
-                         ids=[o.id for o in OPTIONS if o.index_target])
+@pytest.mark.parametrize(
+    "opts", [o for o in OPTIONS if o.index_target], ids=[o.id for o in OPTIONS if o.index_target]
+)
 def test_all_rows_ignored_matches_torch(torch, opts: Options) -> None:
     """Every target is ignore_index: 'mean' is NaN (0 / 0, as torch), 'sum' 0, gradient 0."""
     z, _, kw = make_case((5, 4), opts, seed=300)
@@ -536,6 +591,7 @@ def test_gradient_finite_differences(opts: Options) -> None:
     for k, shape in enumerate([(3, 5), (2, 2, 4), (5,)]):
         z, t, kw = make_case(shape, opts, seed=400 + k)
         for g in grad_outputs(opts, shape[:-1], np.random.default_rng(k)):
+
             def f(x, g=g, t=t, kw=kw):
                 return float(np.sum(np.asarray(g) * fs.cross_entropy(x, t, **kw)))
 
@@ -556,8 +612,9 @@ def test_finite_differences_catch_a_diagonal_only_gradient() -> None:
     rng = np.random.default_rng(5)
     z = rng.standard_normal((3, 5))
     t = make_target((3, 5), Options(False, "default", "sum", 0.0, 1.0, False), rng)
-    numeric = central_difference_gradient(lambda x: float(fs.cross_entropy(x, t, reduction="sum")),
-                                          z.copy())
+    numeric = central_difference_gradient(
+        lambda x: float(fs.cross_entropy(x, t, reduction="sum")), z.copy()
+    )
     p = fs.softmax(z)
     # d/dz_j sum_c -t_c log p_c with J replaced by diag(p (1 - p)): -t_j (1 - p_j)
     wrong = -t * (1 - p)
@@ -588,8 +645,11 @@ def test_reference_empty_batch_probability_mean() -> None:
 @pytest.mark.parametrize("index_target", [True, False], ids=["idx", "prob"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("shape", [(4, 7), (2, 3, 5), pytest.param((64, 1000), marks=needs_jit)],
-                         ids=["4x7", "2x3x5", "64x1000"])
+@pytest.mark.parametrize(
+    "shape",
+    [(4, 7), (2, 3, 5), pytest.param((64, 1000), marks=needs_jit)],
+    ids=["4x7", "2x3x5", "64x1000"],
+)
 def test_with_grad_out_is_logits_in_place(shape, dtype, reduction, index_target) -> None:
     """``out=logits`` overwrites the logits with the gradient and returns that very array.
 
@@ -626,8 +686,11 @@ def _out_variants(shape: tuple[int, ...], dtype: Any) -> dict[str, tuple[np.ndar
 
 @pytest.mark.parametrize("fn", ["cross_entropy_backward", "cross_entropy_with_grad"])
 @pytest.mark.parametrize("variant", ["every_other_column", "fortran", "reversed_rows"])
-@pytest.mark.parametrize("shape", [(4, 7), (2, 3, 5), pytest.param((64, 1000), marks=needs_jit)],
-                         ids=["4x7", "2x3x5", "64x1000"])
+@pytest.mark.parametrize(
+    "shape",
+    [(4, 7), (2, 3, 5), pytest.param((64, 1000), marks=needs_jit)],
+    ids=["4x7", "2x3x5", "64x1000"],
+)
 def test_out_non_contiguous(shape, variant, fn) -> None:
     """A non-contiguous ``out`` receives the gradient, is returned, and nothing else changes."""
     opts = Options(True, "custom", "mean", 0.1, 2.5, True)
@@ -723,7 +786,9 @@ def test_nan_row_stays_in_its_row(reduction, index_target) -> None:
     else:
         assert np.isnan(loss)
     if reduction != "mean":  # 'mean' scales every row by the (shared) denominator
-        np.testing.assert_array_equal(grad[others], fs.cross_entropy_backward(z[others], t[others], **kw))
+        np.testing.assert_array_equal(
+            grad[others], fs.cross_entropy_backward(z[others], t[others], **kw)
+        )
     assert np.all(np.isfinite(grad[others]))
 
 
@@ -752,8 +817,12 @@ def test_masked_classes_index_targets(reduction, weight) -> None:
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[:, masked], 0.0)
     np.testing.assert_allclose(loss, fs.cross_entropy(z[:, keep], sub_t, **sub_kw), rtol=1e-13)
-    np.testing.assert_allclose(grad[:, keep], fs.cross_entropy_backward(z[:, keep], sub_t, **sub_kw),
-                               rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        grad[:, keep],
+        fs.cross_entropy_backward(z[:, keep], sub_t, **sub_kw),
+        rtol=1e-13,
+        atol=1e-16,
+    )
     assert_loss_matches(loss, ref.cross_entropy(z, t, **kw), z, t, kw)
     assert_grad_matches(grad, ref.cross_entropy_backward(z, t, **kw), z, t, kw)
 
@@ -787,8 +856,9 @@ def test_masked_classes_probability_targets(reduction, weight) -> None:
     np.testing.assert_array_equal(grad[:, masked], 0.0)
     sub_z, sub_t = z[:, keep], t[:, keep]
     np.testing.assert_allclose(loss, fs.cross_entropy(sub_z, sub_t, **sub_kw), rtol=1e-13)
-    np.testing.assert_allclose(grad[:, keep], fs.cross_entropy_backward(sub_z, sub_t, **sub_kw),
-                               rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        grad[:, keep], fs.cross_entropy_backward(sub_z, sub_t, **sub_kw), rtol=1e-13, atol=1e-16
+    )
     assert_loss_matches(loss, ref.cross_entropy(z, t, **kw), z, t, kw)
     assert_grad_matches(grad, ref.cross_entropy_backward(z, t, **kw), z, t, kw)
 
@@ -805,8 +875,9 @@ def test_inf_rows_match_reference(index_target) -> None:
         t[:] = [1, 0, 2, 2]
     with np.errstate(all="ignore"):
         assert_loss_matches(fs.cross_entropy(z, t, **kw), ref.cross_entropy(z, t, **kw), z, t, kw)
-        assert_grad_matches(fs.cross_entropy_backward(z, t, **kw),
-                            ref.cross_entropy_backward(z, t, **kw), z, t, kw)
+        assert_grad_matches(
+            fs.cross_entropy_backward(z, t, **kw), ref.cross_entropy_backward(z, t, **kw), z, t, kw
+        )
 
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["out_of_place", "in_place"])
@@ -858,8 +929,11 @@ def test_thread_count_invariance(shape, dtype, reduction, index_target) -> None:
     try:
         for n in (1, 2):
             numba.set_num_threads(n)
-            results[n] = (fs.cross_entropy(z, t, **kw), fs.cross_entropy_backward(z, t, **kw),
-                          fs.cross_entropy_with_grad(z, t, **kw))
+            results[n] = (
+                fs.cross_entropy(z, t, **kw),
+                fs.cross_entropy_backward(z, t, **kw),
+                fs.cross_entropy_with_grad(z, t, **kw),
+            )
     finally:
         numba.set_num_threads(old)
     (l1, g1, (fl1, fg1)), (l2, g2, (fl2, fg2)) = results[1], results[2]

@@ -65,7 +65,9 @@ def test_all_true_mask_equals_no_mask():
     x = np.random.default_rng(2).standard_normal((5, 70)).astype(np.float32)
     # the masked loop may be vectorized with another interleave (sum order): within 2 ulp
     np.testing.assert_allclose(fs.softmax(x, where=True), fs.softmax(x), rtol=2.4e-7)
-    np.testing.assert_allclose(fs.log_softmax(x, where=True), fs.log_softmax(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        fs.log_softmax(x, where=True), fs.log_softmax(x), rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("target_kind", ["index", "prob"])
@@ -109,7 +111,9 @@ def test_cross_entropy_gradient_by_finite_differences(target_kind):
         up, down = x.copy(), x.copy()
         up[idx] += h
         down[idx] -= h
-        fd[idx] = (fs.cross_entropy(up, target, **kw) - fs.cross_entropy(down, target, **kw)) / (2 * h)
+        fd[idx] = (fs.cross_entropy(up, target, **kw) - fs.cross_entropy(down, target, **kw)) / (
+            2 * h
+        )
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
 

@@ -73,8 +73,10 @@ def _specials(kind: str, dtype: np.dtype) -> list[float]:
 @st.composite
 def logit_rows(draw, dtype: np.dtype, rows: int, classes: int, kinds: list[str]) -> np.ndarray:
     """(rows, classes) logits of ``dtype``, each row of a kind drawn from ``kinds``."""
-    x = draw(hnp.arrays(dtype, (rows, classes),
-                        elements=st.floats(-30, 30, width=dtype.itemsize * 8)), label="finite")
+    x = draw(
+        hnp.arrays(dtype, (rows, classes), elements=st.floats(-30, 30, width=dtype.itemsize * 8)),
+        label="finite",
+    )
     for i in range(rows):
         kind = draw(st.sampled_from(kinds), label=f"row {i}")
         if kind == "all_neginf":
@@ -108,8 +110,13 @@ class Case(NamedTuple):
 
 
 @st.composite
-def ce_cases(draw, dtypes=tuple(FLOAT_DTYPES), kinds=tuple(ROW_KINDS), allow_where: bool = True,
-             mask_rows_if=None) -> Case:
+def ce_cases(
+    draw,
+    dtypes=tuple(FLOAT_DTYPES),
+    kinds=tuple(ROW_KINDS),
+    allow_where: bool = True,
+    mask_rows_if=None,
+) -> Case:
     """A cross-entropy case with every option drawn.
 
     Shapes: 0-5 rows (plus some 40-class rows: the long-row path), 1-24 classes. ``where`` (if
@@ -141,21 +148,30 @@ def ce_cases(draw, dtypes=tuple(FLOAT_DTYPES), kinds=tuple(ROW_KINDS), allow_whe
 
     mask = None
     if allow_where:
-        mask = draw(st.one_of(st.none(), hnp.arrays(np.bool_, (classes,)),
-                              hnp.arrays(np.bool_, (rows, classes))))
+        mask = draw(
+            st.one_of(
+                st.none(), hnp.arrays(np.bool_, (classes,)), hnp.arrays(np.bool_, (rows, classes))
+            )
+        )
     if mask is not None:
         kw["where"] = mask
-    kept = np.ones((rows, classes), bool) if mask is None else np.broadcast_to(mask, (rows, classes))
+    kept = (
+        np.ones((rows, classes), bool) if mask is None else np.broadcast_to(mask, (rows, classes))
+    )
 
     if index_target:
         t = np.empty(rows, dtype=np.int64)
         for i in range(rows):
             allowed = np.flatnonzero(kept[i]).tolist() or list(range(classes))  # all masked: any
-            t[i] = draw(st.one_of(st.sampled_from(allowed), st.sampled_from(allowed),
-                                  st.just(ignore_index)))
+            t[i] = draw(
+                st.one_of(st.sampled_from(allowed), st.sampled_from(allowed), st.just(ignore_index))
+            )
     else:
-        raw = draw(hnp.arrays(np.float64, (rows, classes),
-                              elements=st.one_of(st.just(0.0), st.floats(0.0, 1.0))))
+        raw = draw(
+            hnp.arrays(
+                np.float64, (rows, classes), elements=st.one_of(st.just(0.0), st.floats(0.0, 1.0))
+            )
+        )
         for i in range(rows):
             if raw[i].sum() == 0:
                 raw[i, draw(st.integers(0, classes - 1))] = 1.0
@@ -171,8 +187,18 @@ def ce_cases(draw, dtypes=tuple(FLOAT_DTYPES), kinds=tuple(ROW_KINDS), allow_whe
 # --------------------------------------------------------------------------- the exact oracle
 
 
-def exact_cross_entropy(z, t, *, weight=None, ignore_index=-100, reduction="mean",
-                        label_smoothing=0.0, temperature=1.0, grad_output=1.0, where=None):
+def exact_cross_entropy(
+    z,
+    t,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    temperature=1.0,
+    grad_output=1.0,
+    where=None,
+):
     """(loss, gradient) from the definitions in ``np.longdouble``, rounded to the logits' dtype.
 
     Per row, q are the weights of the -log p terms (PyTorch's weights, smoothing over the kept
@@ -193,9 +219,13 @@ def exact_cross_entropy(z, t, *, weight=None, ignore_index=-100, reduction="mean
     n = u_all.shape[0]
     index = np.asarray(t).dtype.kind in "iu"
     w = np.ones(classes, L) if weight is None else np.asarray(weight).astype(dtype).astype(L)
-    kept = (np.ones((n, classes), bool) if where is None
-            else np.broadcast_to(np.asarray(where).reshape(-1, classes) if np.ndim(where) > 1
-                                 else where, (n, classes)))
+    kept = (
+        np.ones((n, classes), bool)
+        if where is None
+        else np.broadcast_to(
+            np.asarray(where).reshape(-1, classes) if np.ndim(where) > 1 else where, (n, classes)
+        )
+    )
     gout = np.broadcast_to(np.asarray(grad_output, dtype=L).reshape(-1), (n,))
     eps = L(label_smoothing)
     losses = np.zeros(n, L)
@@ -203,7 +233,11 @@ def exact_cross_entropy(z, t, *, weight=None, ignore_index=-100, reduction="mean
     live = np.zeros(n, bool)  # rows with terms (the 'mean' scale reaches only these)
     nan_rows = np.zeros(n, bool)
     denom = L(0) if index else L(n)
-    tt = np.asarray(t).reshape(-1) if index else np.asarray(t).astype(dtype).astype(L).reshape(-1, classes)
+    tt = (
+        np.asarray(t).reshape(-1)
+        if index
+        else np.asarray(t).astype(dtype).astype(L).reshape(-1, classes)
+    )
     for i in range(n):
         k_i = kept[i]
         n_kept = int(k_i.sum())
@@ -269,8 +303,15 @@ def check_against_reference(case: Case) -> None:
         grad_r = CE_BACKWARD.reference(z, t, grad_output=gout, **kw)
         fused_r = CE_WITH_GRAD.reference(z, t, **kw)
     assert_loss_matches(loss, loss_r, z, t, kw, "cross_entropy vs reference")
-    assert_grad_matches(CE_BACKWARD.fast(z, t, grad_output=gout, **kw), grad_r, z, t, kw, gout,
-                        "cross_entropy_backward vs reference")
+    assert_grad_matches(
+        CE_BACKWARD.fast(z, t, grad_output=gout, **kw),
+        grad_r,
+        z,
+        t,
+        kw,
+        gout,
+        "cross_entropy_backward vs reference",
+    )
     fused_loss, fused_grad = CE_WITH_GRAD.fast(z, t, **kw)
     assert_loss_matches(fused_loss, fused_r[0], z, t, kw, "with_grad loss vs reference")
     assert_grad_matches(fused_grad, fused_r[1], z, t, kw, 1.0, "with_grad gradient vs reference")
@@ -297,7 +338,9 @@ def check_against_exact(fn, case: Case, side: str) -> None:
     assert_grad_matches(grad, want_grad, z, t, kw, gout, f"{side} gradient vs exact")
     assert_loss_matches(fused_loss, want_loss, z, t, kw, f"{side} with_grad loss vs exact")
     want_grad_1 = exact_cross_entropy(z, t, **kw)[1]
-    assert_grad_matches(fused_grad, want_grad_1, z, t, kw, 1.0, f"{side} with_grad gradient vs exact")
+    assert_grad_matches(
+        fused_grad, want_grad_1, z, t, kw, 1.0, f"{side} with_grad gradient vs exact"
+    )
 
 
 # --------------------------------------------------------------------------- properties: softmax CE
@@ -322,8 +365,14 @@ def _torch_masks_agree(index_target: bool, weight, eps: float) -> bool:
     return index_target and eps == 0.0 and (weight is None or bool(np.all(weight > 0)))
 
 
-@given(ce_cases(dtypes=(np.dtype(np.float64),), kinds=("finite", "moderate", "masks"),
-                allow_where=False, mask_rows_if=_torch_masks_agree))
+@given(
+    ce_cases(
+        dtypes=(np.dtype(np.float64),),
+        kinds=("finite", "moderate", "masks"),
+        allow_where=False,
+        mask_rows_if=_torch_masks_agree,
+    )
+)
 def test_cross_entropy_matches_torch_where_semantics_agree(torch, case: Case) -> None:  # noqa: F811
     """float64 F.cross_entropy(z / T, ...) forward and autograd backward, every option drawn,
     on finite logits (up to +-700) and on -inf masks where torch means the same."""
@@ -332,13 +381,19 @@ def test_cross_entropy_matches_torch_where_semantics_agree(torch, case: Case) ->
     # (a documented difference)
     assume(not np.isneginf(z).all(axis=-1).any())
     kw = {"ignore_index": -100, **kw}
-    opts = Options(weight="weight" in kw, ignore="default", reduction=kw["reduction"],
-                   label_smoothing=kw["label_smoothing"], temperature=kw["temperature"],
-                   index_target=case.index_target)  # only index_target is read by the helper
+    opts = Options(
+        weight="weight" in kw,
+        ignore="default",
+        reduction=kw["reduction"],
+        label_smoothing=kw["label_smoothing"],
+        temperature=kw["temperature"],
+        index_target=case.index_target,
+    )  # only index_target is read by the helper
     loss_t, grad_t = torch_cross_entropy(torch, z, t, opts, kw, gout)
     assert_torch_close(fs.cross_entropy(z, t, **kw), loss_t, "loss vs torch")
-    assert_torch_close(fs.cross_entropy_backward(z, t, grad_output=gout, **kw), grad_t,
-                       "gradient vs torch")
+    assert_torch_close(
+        fs.cross_entropy_backward(z, t, grad_output=gout, **kw), grad_t, "gradient vs torch"
+    )
 
 
 # --------------------------------------------------------------------------- properties: binary
@@ -358,8 +413,15 @@ def bce_cases(draw, dtypes=tuple(FLOAT_DTYPES), specials: bool = True):
     else:
         elements = st.one_of(finite, st.sampled_from([100.0, -100.0, 700.0, -700.0]))
     x = draw(hnp.arrays(dtype, shape, elements=elements))
-    y = draw(hnp.arrays(dtype, shape, elements=st.one_of(st.sampled_from([0.0, 1.0]),
-                                                         st.floats(0.0, 1.0, width=dtype.itemsize * 8))))
+    y = draw(
+        hnp.arrays(
+            dtype,
+            shape,
+            elements=st.one_of(
+                st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0, width=dtype.itemsize * 8)
+            ),
+        )
+    )
 
     def weight_shapes():
         return st.sampled_from([None, (), (1,), shape[-1:], shape[:-1] + (1,), shape])
@@ -404,8 +466,10 @@ def assert_bce_grad_close(actual, expected, x, y, kw, grad_output, msg: str) -> 
     """BCE gradients: NaN/inf in the same places, finite entries within the binary tests' rtol
     relative and rtol * :func:`bce_gradient_scale` absolute."""
     rtol = BINARY_RTOL[np.asarray(expected).dtype]
-    atol = rtol * max(bce_gradient_scale(x, y, kw, grad_output),
-                      float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0)))
+    atol = rtol * max(
+        bce_gradient_scale(x, y, kw, grad_output),
+        float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0)),
+    )
     assert_close(actual, expected, rtol=rtol, atol=atol, err_msg=msg)
 
 
@@ -422,15 +486,24 @@ def test_binary_family_with_special_values_matches_reference(case) -> None:
         grad_r = ref.binary_cross_entropy_with_logits_backward(x, y, grad_output=gout, **kw)
         fused_r = ref.binary_cross_entropy_with_logits_with_grad(x, y, **kw)
     binary_close(loss, loss_r, msg="bce")
-    assert_bce_grad_close(fs.binary_cross_entropy_with_logits_backward(x, y, grad_output=gout, **kw),
-                          grad_r, x, y, kw, gout, "bce backward")
+    assert_bce_grad_close(
+        fs.binary_cross_entropy_with_logits_backward(x, y, grad_output=gout, **kw),
+        grad_r,
+        x,
+        y,
+        kw,
+        gout,
+        "bce backward",
+    )
     fused = fs.binary_cross_entropy_with_logits_with_grad(x, y, **kw)
     binary_close(fused[0], fused_r[0], msg="bce with_grad loss")
     assert_bce_grad_close(fused[1], fused_r[1], x, y, kw, 1.0, "bce with_grad gradient")
     np.testing.assert_array_equal(fused[0], loss, strict=True)
     np.testing.assert_array_equal(
-        fused[1], fs.binary_cross_entropy_with_logits_backward(x, y, grad_output=1.0, **kw),
-        strict=True)
+        fused[1],
+        fs.binary_cross_entropy_with_logits_backward(x, y, grad_output=1.0, **kw),
+        strict=True,
+    )
 
 
 @given(bce_cases(dtypes=(np.dtype(np.float64),), specials=False))
@@ -443,10 +516,14 @@ def test_binary_matches_torch_on_finite_logits(torch, case) -> None:  # noqa: F8
     tw = {k: torch.tensor(v) for k, v in kw.items() if k != "reduction"}
     tloss = F.binary_cross_entropy_with_logits(tx, torch.tensor(y), reduction=kw["reduction"], **tw)
     tloss.backward(torch.as_tensor(gout, dtype=torch.float64).expand_as(tloss))
-    assert_torch_close(fs.binary_cross_entropy_with_logits(x, y, **kw), tloss.detach().numpy(),
-                       "bce loss vs torch")
-    assert_torch_close(fs.binary_cross_entropy_with_logits_backward(x, y, grad_output=gout, **kw),
-                       tx.grad.numpy(), "bce gradient vs torch")
+    assert_torch_close(
+        fs.binary_cross_entropy_with_logits(x, y, **kw), tloss.detach().numpy(), "bce loss vs torch"
+    )
+    assert_torch_close(
+        fs.binary_cross_entropy_with_logits_backward(x, y, grad_output=gout, **kw),
+        tx.grad.numpy(),
+        "bce gradient vs torch",
+    )
 
 
 # --------------------------------------------------------------------------- special-row table
@@ -486,8 +563,11 @@ def special_row_case(option: str, special: str, reduction: str, dtype=np.float64
         row[[1, 5]] = -np.inf
     elif special == "huge":
         row[[0, 2]] = [HUGE[np.dtype(dtype)], -HUGE[np.dtype(dtype)]]
-    kw: dict[str, Any] = {"reduction": reduction, "label_smoothing": o.get("label_smoothing", 0.0),
-                          "temperature": o.get("temperature", 1.0)}
+    kw: dict[str, Any] = {
+        "reduction": reduction,
+        "label_smoothing": o.get("label_smoothing", 0.0),
+        "temperature": o.get("temperature", 1.0),
+    }
     if o.get("weight"):
         kw["weight"] = np.array([0.5, 1.0, 2.0, 1.5, 1.0, 0.0])
     ignore = 3 if o.get("ignore") else -100
@@ -537,7 +617,7 @@ def test_special_rows_in_large_arrays(option, classes) -> None:
     rows = 2000 if classes == 9 else 64
     rng = np.random.default_rng(classes)
     base = special_row_case(option, "nan", "none")
-    z = (rng.standard_normal((rows, classes)) * 3)
+    z = rng.standard_normal((rows, classes)) * 3
     z[5, 2] = np.nan
     z[6] = -np.inf
     z[7, [1, 3]] = np.inf
@@ -613,8 +693,9 @@ def test_smoothing_over_zero_weight_class_at_neginf() -> None:
     lse = np.log1p(np.e)
     expected = (0.9 + 0.1 / 3) * lse + 0.1 / 3 * (lse - 1.0)
     for side in (fs, ref):
-        np.testing.assert_allclose(side.cross_entropy(z, [0], **kw), expected, rtol=1e-14,
-                                   err_msg=side.__name__)
+        np.testing.assert_allclose(
+            side.cross_entropy(z, [0], **kw), expected, rtol=1e-14, err_msg=side.__name__
+        )
 
 
 def test_all_neginf_row_zero_weight_target_counts_zero() -> None:
@@ -622,8 +703,9 @@ def test_all_neginf_row_zero_weight_target_counts_zero() -> None:
     z = np.full((1, 3), -np.inf)
     kw = dict(weight=np.array([1.0, 0.0, 1.0]), reduction="none")
     for side in (fs, ref):
-        np.testing.assert_array_equal(side.cross_entropy(z, [1], **kw), [0.0],
-                                      err_msg=side.__name__)
+        np.testing.assert_array_equal(
+            side.cross_entropy(z, [1], **kw), [0.0], err_msg=side.__name__
+        )
 
 
 def test_float32_huge_logits_with_weights_and_smoothing() -> None:
@@ -632,8 +714,12 @@ def test_float32_huge_logits_with_weights_and_smoothing() -> None:
     z = np.array([[3e38, 3e38]], dtype=np.float32)
     kw = dict(weight=np.array([2.0, 2.0]), label_smoothing=0.1, reduction="sum")
     for side in (fs, ref):
-        np.testing.assert_allclose(side.cross_entropy(z, [0], **kw), np.float32(2 * np.log(2)),
-                                   rtol=2e-6, err_msg=side.__name__)
+        np.testing.assert_allclose(
+            side.cross_entropy(z, [0], **kw),
+            np.float32(2 * np.log(2)),
+            rtol=2e-6,
+            err_msg=side.__name__,
+        )
 
 
 def test_large_gap_loss_is_the_gap_not_inf() -> None:
@@ -641,10 +727,15 @@ def test_large_gap_loss_is_the_gap_not_inf() -> None:
     (log(softmax) underflows to log(0) = -inf; log_softmax does not)."""
     z = np.array([[0.0, 800.0]])
     for side in (fs, ref):
-        np.testing.assert_allclose(side.cross_entropy(z, [0], reduction="sum"), 800.0,
-                                   rtol=1e-15, err_msg=side.__name__)
-        np.testing.assert_allclose(side.cross_entropy(z, np.array([[1.0, 0.0]]), reduction="sum"),
-                                   800.0, rtol=1e-15, err_msg=side.__name__)
+        np.testing.assert_allclose(
+            side.cross_entropy(z, [0], reduction="sum"), 800.0, rtol=1e-15, err_msg=side.__name__
+        )
+        np.testing.assert_allclose(
+            side.cross_entropy(z, np.array([[1.0, 0.0]]), reduction="sum"),
+            800.0,
+            rtol=1e-15,
+            err_msg=side.__name__,
+        )
 
 
 def test_tiny_loss_keeps_relative_accuracy() -> None:
@@ -667,7 +758,9 @@ def test_ignored_nan_row_gives_zero() -> None:
         loss, grad = side.cross_entropy_with_grad(z, t, reduction="none")
         np.testing.assert_allclose(loss, [0.0, other], rtol=1e-15, err_msg=side.__name__)
         np.testing.assert_array_equal(grad[0], [0.0, 0.0], err_msg=side.__name__)
-        np.testing.assert_allclose(side.cross_entropy(z, t), other, rtol=1e-15, err_msg=side.__name__)
+        np.testing.assert_allclose(
+            side.cross_entropy(z, t), other, rtol=1e-15, err_msg=side.__name__
+        )
 
 
 def test_float32_huge_logits_smoothing_without_weights() -> None:
@@ -678,8 +771,12 @@ def test_float32_huge_logits_smoothing_without_weights() -> None:
     z = np.array([[h, h, h, 0.0]], dtype=np.float32)
     expected = 0.025 * float(h) + np.log(3.0)
     for side in (fs, ref):
-        np.testing.assert_allclose(side.cross_entropy(z, [0], label_smoothing=0.1, reduction="sum"),
-                                   np.float32(expected), rtol=2e-6, err_msg=side.__name__)
+        np.testing.assert_allclose(
+            side.cross_entropy(z, [0], label_smoothing=0.1, reduction="sum"),
+            np.float32(expected),
+            rtol=2e-6,
+            err_msg=side.__name__,
+        )
 
 
 def test_left_out_classes_keep_zero_gradient_under_zero_mean_denominator() -> None:
@@ -688,8 +785,11 @@ def test_left_out_classes_keep_zero_gradient_under_zero_mean_denominator() -> No
     gradient"; the function does not depend on it)."""
     z = np.array([[0.0, 1.0, 2.0]])
     for side, eps in itertools.product((fs, ref), (0.0, 0.1)):
-        kw = dict(weight=np.array([1.0, 0.0, 1.0]), where=np.array([[True, True, False]]),
-                  label_smoothing=eps)
+        kw = dict(
+            weight=np.array([1.0, 0.0, 1.0]),
+            where=np.array([[True, True, False]]),
+            label_smoothing=eps,
+        )
         with np.errstate(all="ignore"):
             loss = side.cross_entropy(z, [1], **kw)
             grad = side.cross_entropy_backward(z, [1], **kw)
@@ -734,6 +834,7 @@ def test_reduced_loss_beyond_the_float32_range_is_inf_without_a_warning(impl) ->
         assert np.all(np.isposinf(loss)) and np.asarray(loss).dtype == np.float32
     x = np.full(3, 3e38, dtype=np.float32)
     for reduction in ("mean", "sum", "none"):
-        loss = impl.binary_cross_entropy_with_logits(x, np.zeros(3, np.float32),
-                                                     weight=np.float32(2.0), reduction=reduction)
+        loss = impl.binary_cross_entropy_with_logits(
+            x, np.zeros(3, np.float32), weight=np.float32(2.0), reduction=reduction
+        )
         assert np.all(np.isposinf(loss)) and np.asarray(loss).dtype == np.float32

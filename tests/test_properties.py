@@ -73,10 +73,14 @@ def test_log_softmax_is_nonpositive_and_is_log_of_softmax(xa, temperature):
     assert logp.dtype == x.dtype
     assert np.all(logp <= 0)
     # the largest entry's log-probability is >= -log(C)
-    assert np.all(logp.max(axis=axis) >= -np.log(x.shape[axis]) * (1 + 4 * eps_of(x)) - 4 * eps_of(x))
+    assert np.all(
+        logp.max(axis=axis) >= -np.log(x.shape[axis]) * (1 + 4 * eps_of(x)) - 4 * eps_of(x)
+    )
     p = fs.softmax(x, axis=axis, temperature=temperature)
     big = p > 1e-3  # where log(p) is well conditioned
-    np.testing.assert_allclose(np.exp(logp.astype(np.float64))[big], p[big], rtol=8 * eps_of(x) + 1e-300)
+    np.testing.assert_allclose(
+        np.exp(logp.astype(np.float64))[big], p[big], rtol=8 * eps_of(x) + 1e-300
+    )
 
 
 @given(logits())
@@ -90,7 +94,9 @@ def test_logsumexp_bounds(xa):
     assert np.all(lse <= m + np.log(x.shape[axis]) + tol)
     logp = fs.log_softmax(x, axis=axis)
     expected = x.astype(np.float64) - np.expand_dims(lse, axis).astype(np.float64)
-    np.testing.assert_allclose(logp, expected, rtol=0, atol=8 * eps_of(x) * (1 + np.max(np.abs(expected))))
+    np.testing.assert_allclose(
+        logp, expected, rtol=0, atol=8 * eps_of(x) * (1 + np.max(np.abs(expected)))
+    )
 
 
 # ----------------------------------------------------------------------------- invariances
@@ -102,7 +108,9 @@ def test_shift_invariance(xa, data):
     x, axis = xa
     batch = list(x.shape)
     batch[axis] = 1
-    c = data.draw(hnp.arrays(x.dtype, tuple(batch), elements=finite_elements(x.dtype, 100.0)), label="c")
+    c = data.draw(
+        hnp.arrays(x.dtype, tuple(batch), elements=finite_elements(x.dtype, 100.0)), label="c"
+    )
     y = x + c  # rounded: entries move by <= half an ulp of |x + c|
     eps = eps_of(x)
     p, q = fs.softmax(x, axis=axis), fs.softmax(y, axis=axis)
@@ -124,8 +132,9 @@ def test_permutation_equivariance(xa, random):
     p = fs.softmax(x, axis=axis)
     q = fs.softmax(np.take(x, perm, axis=axis), axis=axis)
     ulps = 4 + plain_python_sum_ulps(x.shape[axis])  # the row sum is added in another order
-    np.testing.assert_allclose(q, np.take(p, perm, axis=axis), rtol=ulps * eps_of(x),
-                               atol=float(np.finfo(x.dtype).tiny))
+    np.testing.assert_allclose(
+        q, np.take(p, perm, axis=axis), rtol=ulps * eps_of(x), atol=float(np.finfo(x.dtype).tiny)
+    )
 
 
 @given(logits(max_dims=2))
@@ -162,7 +171,12 @@ def test_jvp_of_constant_tangent_is_zero(xa, temperature, k):
     # and the log_softmax VJP of g = p is 0 (p is the direction log_softmax's Jacobian removes);
     # exp(logp) is the exp of a rounded logp: relative error |logp| eps on top of the sum's
     logp = fs.log_softmax(x, axis=axis, temperature=temperature)
-    bound = (min(classes, 256) + 8 + np.abs(logp.astype(np.float64))) * eps_of(x) / temperature * p_floor
+    bound = (
+        (min(classes, 256) + 8 + np.abs(logp.astype(np.float64)))
+        * eps_of(x)
+        / temperature
+        * p_floor
+    )
     assert np.all(np.abs(fs.log_softmax_vjp(logp, p, axis=axis, temperature=temperature)) <= bound)
 
 
@@ -207,22 +221,36 @@ def test_derivatives_agree_with_reference(xa, temperature, name, data):
     if name == "softmax_jacobian":
         args, kwargs = (first,), {}
     else:
-        second = data.draw(hnp.arrays(x.dtype, x.shape, elements=finite_elements(x.dtype, 10.0)), label="v")
+        second = data.draw(
+            hnp.arrays(x.dtype, x.shape, elements=finite_elements(x.dtype, 10.0)), label="v"
+        )
         args, kwargs = (first, second), {"temperature": temperature}
-    entry.check(entry.fast(*args, axis=axis, **kwargs), entry.reference(*args, axis=axis, **kwargs),
-                args, kwargs)
+    entry.check(
+        entry.fast(*args, axis=axis, **kwargs),
+        entry.reference(*args, axis=axis, **kwargs),
+        args,
+        kwargs,
+    )
 
 
 # ----------------------------------------------------------------------------- special values
 
 
 def special_elements(dtype: np.dtype):
-    return st.one_of(finite_elements(dtype, 30.0), st.sampled_from([np.inf, -np.inf, np.nan, -np.nan]))
+    return st.one_of(
+        finite_elements(dtype, 30.0), st.sampled_from([np.inf, -np.inf, np.nan, -np.nan])
+    )
 
 
-@given(st.sampled_from(FLOAT_DTYPES).flatmap(
-    lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
-                          elements=special_elements(dt))))
+@given(
+    st.sampled_from(FLOAT_DTYPES).flatmap(
+        lambda dt: hnp.arrays(
+            dt,
+            hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
+            elements=special_elements(dt),
+        )
+    )
+)
 def test_special_values_follow_the_rules(x):
     """NaN row -> NaN row; otherwise no NaN; +inf entries share equally; -inf entries get 0;
     all -inf -> zeros / -inf; the reference agrees."""
@@ -234,12 +262,16 @@ def test_special_values_follow_the_rules(x):
         assert not np.isnan(p[i]).any() and not np.isnan(logp[i]).any() and not np.isnan(lse[i])
         posinf = np.isposinf(row)
         if posinf.any():
-            np.testing.assert_array_equal(p[i], np.where(posinf, x.dtype.type(1.0 / posinf.sum()), 0))
+            np.testing.assert_array_equal(
+                p[i], np.where(posinf, x.dtype.type(1.0 / posinf.sum()), 0)
+            )
             assert lse[i] == np.inf
         elif np.isneginf(row).all():
             assert np.all(p[i] == 0) and np.all(logp[i] == -np.inf) and lse[i] == -np.inf
         else:
-            assert np.all(p[i][np.isneginf(row)] == 0) and np.all(logp[i][np.isneginf(row)] == -np.inf)
+            assert np.all(p[i][np.isneginf(row)] == 0) and np.all(
+                logp[i][np.isneginf(row)] == -np.inf
+            )
             assert abs(float(np.sum(p[i], dtype=np.float64)) - 1) <= 8 * eps_of(x)
     assert_matches(p, COMPARISONS["softmax"].reference(x))
     COMPARISONS["log_softmax"].check(logp, COMPARISONS["log_softmax"].reference(x), (x,))

@@ -14,8 +14,15 @@ from test_bad_inputs import Case, _check_raises
 import fastsoftmax as fs
 from fastsoftmax import reference as ref
 
-SHAPES = [((5, 9), None), ((5, 9), 3), ((2, 3, 40), 2), ((7,), None), ((7,), 4), ((0, 6), 2),
-          ((33, 300), 5)]
+SHAPES = [
+    ((5, 9), None),
+    ((5, 9), 3),
+    ((2, 3, 40), 2),
+    ((7,), None),
+    ((7,), 4),
+    ((0, 6), 2),
+    ((33, 300), 5),
+]
 
 
 def make(shape, k, dtype, seed):
@@ -60,10 +67,15 @@ def test_matches_torch_autograd() -> None:
     zt = torch.tensor(z, requires_grad=True)
     lp = torch.gather(torch.log_softmax(zt / 1.7, -1), -1, torch.tensor(idx))
     lp.backward(torch.tensor(g))
-    np.testing.assert_allclose(fs.selective_log_softmax(z, idx, temperature=1.7), lp.detach().numpy(),
-                               rtol=1e-13)
-    np.testing.assert_allclose(fs.selective_log_softmax_vjp(z, idx, g, temperature=1.7),
-                               zt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        fs.selective_log_softmax(z, idx, temperature=1.7), lp.detach().numpy(), rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        fs.selective_log_softmax_vjp(z, idx, g, temperature=1.7),
+        zt.grad.numpy(),
+        rtol=1e-12,
+        atol=1e-15,
+    )
 
 
 def test_vjp_finite_differences() -> None:
@@ -74,19 +86,29 @@ def test_vjp_finite_differences() -> None:
         zp, zm = z.copy(), z.copy()
         zp[i] += h
         zm[i] -= h
-        numeric[i] = np.sum(g * (fs.selective_log_softmax(zp, idx, temperature=2.0)
-                                 - fs.selective_log_softmax(zm, idx, temperature=2.0))) / (2 * h)
-    np.testing.assert_allclose(fs.selective_log_softmax_vjp(z, idx, g, temperature=2.0), numeric,
-                               rtol=1e-7, atol=1e-9)
+        numeric[i] = np.sum(
+            g
+            * (
+                fs.selective_log_softmax(zp, idx, temperature=2.0)
+                - fs.selective_log_softmax(zm, idx, temperature=2.0)
+            )
+        ) / (2 * h)
+    np.testing.assert_allclose(
+        fs.selective_log_softmax_vjp(z, idx, g, temperature=2.0), numeric, rtol=1e-7, atol=1e-9
+    )
 
 
 def test_special_rows_match_the_reference() -> None:
     """NaN rows, rows with +inf entries, all -inf rows, -inf masks: the softmax limits."""
-    z = np.array([[0.0, np.nan, 1.0, 2.0],
-                  [np.inf, 0.0, np.inf, -np.inf],
-                  [-np.inf] * 4,
-                  [-np.inf, 3.0, -np.inf, 1.0],
-                  [1e300, -1e300, 0.0, 5.0]])
+    z = np.array(
+        [
+            [0.0, np.nan, 1.0, 2.0],
+            [np.inf, 0.0, np.inf, -np.inf],
+            [-np.inf] * 4,
+            [-np.inf, 3.0, -np.inf, 1.0],
+            [1e300, -1e300, 0.0, 5.0],
+        ]
+    )
     idx = np.array([[0, 2], [0, 1], [3, 0], [0, 1], [1, 0]])
     g = np.array([[1.0, 2.0]] * 5)
     with np.errstate(all="ignore"):
@@ -106,8 +128,14 @@ def test_vjp_out_in_place() -> None:
 
 # --------------------------------------------------------------------------- dtypes, scalars
 
-FLOAT16_SHAPES = [((5, 9), None), ((5, 9), 3), ((2, 3, 40), 2), ((7,), None), ((7,), 4),
-                  ((0, 6), 2)]
+FLOAT16_SHAPES = [
+    ((5, 9), None),
+    ((5, 9), 3),
+    ((2, 3, 40), 2),
+    ((7,), None),
+    ((7,), 4),
+    ((0, 6), 2),
+]
 
 
 @pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
@@ -129,10 +157,15 @@ def test_float16_in_float16_out(mod, shape, k) -> None:
 
 def test_float16_fast_matches_reference() -> None:
     z, idx, g = make((33, 300), 5, np.float16, seed=21)
-    assert_close(fs.selective_log_softmax(z, idx), ref.selective_log_softmax(z, idx),
-                 rtol=2e-3, atol=2e-3)
-    assert_close(fs.selective_log_softmax_vjp(z, idx, g), ref.selective_log_softmax_vjp(z, idx, g),
-                 rtol=2e-3, atol=2e-3 * float(np.abs(g).sum()) / 30)
+    assert_close(
+        fs.selective_log_softmax(z, idx), ref.selective_log_softmax(z, idx), rtol=2e-3, atol=2e-3
+    )
+    assert_close(
+        fs.selective_log_softmax_vjp(z, idx, g),
+        ref.selective_log_softmax_vjp(z, idx, g),
+        rtol=2e-3,
+        atol=2e-3 * float(np.abs(g).sum()) / 30,
+    )
 
 
 @pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
@@ -159,8 +192,11 @@ def test_zero_d_result_is_a_scalar(mod, dtype) -> None:
     res = mod.selective_log_softmax(z, 3)
     want_type = np.float64 if dtype == np.int32 else dtype
     assert type(res) is want_type
-    np.testing.assert_allclose(float(res), 3 - np.log(np.exp(np.arange(5.0)).sum()),
-                               rtol=2e-3 if dtype == np.float16 else 1e-6)
+    np.testing.assert_allclose(
+        float(res),
+        3 - np.log(np.exp(np.arange(5.0)).sum()),
+        rtol=2e-3 if dtype == np.float16 else 1e-6,
+    )
     res = mod.selective_log_softmax(z, np.array([3]))  # shape (1,): an array
     assert isinstance(res, np.ndarray) and res.shape == (1,) and res.dtype == want_type
 
@@ -175,12 +211,14 @@ def test_float16_matches_torch() -> None:
     assert lp.dtype == torch.float16 and zt.grad.dtype == torch.float16
     got = fs.selective_log_softmax(z, idx, temperature=1.7)
     assert got.dtype == np.float16
-    np.testing.assert_allclose(got.astype(np.float64), lp.detach().double().numpy(), rtol=4e-3,
-                               atol=2e-3)
+    np.testing.assert_allclose(
+        got.astype(np.float64), lp.detach().double().numpy(), rtol=4e-3, atol=2e-3
+    )
     vjp = fs.selective_log_softmax_vjp(z, idx, g, temperature=1.7)
     assert vjp.dtype == np.float16
-    np.testing.assert_allclose(vjp.astype(np.float64), zt.grad.double().numpy(), rtol=4e-3,
-                               atol=2e-3)
+    np.testing.assert_allclose(
+        vjp.astype(np.float64), zt.grad.double().numpy(), rtol=4e-3, atol=2e-3
+    )
 
 
 def _valid():
@@ -196,6 +234,7 @@ def _build(fn, pos, value, **kw):
         if pos is not None:
             args[pos] = value() if callable(value) else value
         return args, kw
+
     return build
 
 
@@ -207,10 +246,24 @@ BAD = [
     ("index_None", None, 1, None, {}, TypeError, "index must be an array"),
     ("index_shape", None, 1, lambda: np.zeros((4, 2), int), {}, ValueError, "index has shape"),
     ("index_3d", None, 1, lambda: np.zeros((3, 2, 1), int), {}, ValueError, "index has shape"),
-    ("index_negative", None, 1, lambda: np.array([[0, 1], [-1, 0], [2, 3]]), {}, ValueError,
-     re.escape("index value -1 at (1, 0)")),
-    ("index_C", None, 1, lambda: np.array([[0, 1], [1, 0], [2, 4]]), {}, ValueError,
-     "out of range"),
+    (
+        "index_negative",
+        None,
+        1,
+        lambda: np.array([[0, 1], [-1, 0], [2, 3]]),
+        {},
+        ValueError,
+        re.escape("index value -1 at (1, 0)"),
+    ),
+    (
+        "index_C",
+        None,
+        1,
+        lambda: np.array([[0, 1], [1, 0], [2, 4]]),
+        {},
+        ValueError,
+        "out of range",
+    ),
     ("temperature_0", None, None, None, {"temperature": 0.0}, ValueError, "temperature"),
     ("cotangent_shape", "vjp", 2, lambda: np.ones((3, 3)), {}, ValueError, "cotangent has shape"),
     ("cotangent_str", "vjp", 2, lambda: np.array([["a"] * 2] * 3), {}, TypeError, "dtype"),

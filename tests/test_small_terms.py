@@ -26,7 +26,7 @@ def _row(length: int, gap: float, top: int, ties: int, dtype) -> np.ndarray:
     """A row of ``length`` entries: ``ties`` maxima of 0 starting at ``top``, the rest at ``gap``
     and a little below it."""
     x = gap - np.linspace(0.0, 1.0, length)
-    x[top:top + ties] = 0.0
+    x[top : top + ties] = 0.0
     return x.astype(dtype)
 
 
@@ -40,8 +40,15 @@ def _exact_log1p_rest(u: np.ndarray) -> np.longdouble:
 
 CASES = [
     (length, top, ties)
-    for length, top, ties in [(2, 0, 1), (2, 1, 1), (7, 3, 2), (30, 29, 1), (300, 0, 1),
-                              (300, 257, 1), (600, 10, 3)]
+    for length, top, ties in [
+        (2, 0, 1),
+        (2, 1, 1),
+        (7, 3, 2),
+        (30, 29, 1),
+        (300, 0, 1),
+        (300, 257, 1),
+        (600, 10, 3),
+    ]
 ]
 
 
@@ -56,12 +63,14 @@ def test_logsumexp_and_log_softmax_keep_small_terms(impl, dtype, length, top, ti
         assert exact > 0
         np.testing.assert_allclose(float(mod.logsumexp(x)), float(exact), rtol=RTOL[dtype], atol=0)
         lp = mod.log_softmax(x)
-        np.testing.assert_allclose(lp[top:top + ties].astype(np.float64), -float(exact),
-                                   rtol=RTOL[dtype], atol=0)
+        np.testing.assert_allclose(
+            lp[top : top + ties].astype(np.float64), -float(exact), rtol=RTOL[dtype], atol=0
+        )
         # the whole batch path too: several such rows at once, shifted by a large maximum
         batch = np.stack([x, x + dtype(0.5), x]).astype(dtype)
-        np.testing.assert_allclose(mod.logsumexp(batch)[[0, 2]].astype(np.float64), float(exact),
-                                   rtol=RTOL[dtype], atol=0)
+        np.testing.assert_allclose(
+            mod.logsumexp(batch)[[0, 2]].astype(np.float64), float(exact), rtol=RTOL[dtype], atol=0
+        )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -76,16 +85,24 @@ def test_loss_of_a_well_classified_row_is_log1p(impl, dtype, length, top, ties, 
         x = _row(length, gap, top, ties, dtype)
         exact = float(_exact_log1p_rest(x.astype(np.longdouble) / temperature))
         if ties > 1:  # -log(1 / ties + ...) is not small: the oracle covers it all the same
-            exact = float(np.log(np.longdouble(ties)) + np.log1p(
-                np.exp(np.delete(x, range(top, top + ties)).astype(np.longdouble) / temperature
-                       ).sum() / ties))
+            exact = float(
+                np.log(np.longdouble(ties))
+                + np.log1p(
+                    np.exp(
+                        np.delete(x, range(top, top + ties)).astype(np.longdouble) / temperature
+                    ).sum()
+                    / ties
+                )
+            )
         onehot = np.zeros((1, length), dtype=dtype)
         onehot[0, top] = 1
         for target in (np.array([top]), onehot):
             kw = {"temperature": temperature, "reduction": "sum"}
-            got = [mod.cross_entropy(x[None], target, **kw),
-                   mod.cross_entropy_with_grad(x[None], target, **kw)[0],
-                   mod.cross_entropy(x[None], target, temperature=temperature, reduction="none")[0]]
+            got = [
+                mod.cross_entropy(x[None], target, **kw),
+                mod.cross_entropy_with_grad(x[None], target, **kw)[0],
+                mod.cross_entropy(x[None], target, temperature=temperature, reduction="none")[0],
+            ]
             for value in got:
                 np.testing.assert_allclose(float(value), exact, rtol=RTOL[dtype], atol=0)
 
@@ -100,8 +117,9 @@ def test_log_sigmoid_and_binary_loss_at_large_magnitude(impl, dtype):
         x = np.array([-big], dtype=dtype)  # large positive logit
         exact = float(np.log1p(np.exp(np.longdouble(big))))
         np.testing.assert_allclose(mod.log_sigmoid(x).astype(np.float64), -exact, rtol=RTOL[dtype])
-        np.testing.assert_allclose(mod.log_sigmoid(-x).astype(np.float64), big - exact,
-                                   rtol=RTOL[dtype])
+        np.testing.assert_allclose(
+            mod.log_sigmoid(-x).astype(np.float64), big - exact, rtol=RTOL[dtype]
+        )
         for logit, label in ((x, 1.0), (-x, 0.0)):
             loss = mod.binary_cross_entropy_with_logits(logit, np.array([label], dtype=dtype))
             np.testing.assert_allclose(float(loss), exact, rtol=RTOL[dtype], atol=0)
@@ -109,13 +127,16 @@ def test_log_sigmoid_and_binary_loss_at_large_magnitude(impl, dtype):
 
 def test_reference_cross_entropy_does_not_overflow_where_log_softmax_is_finite():
     """log(softmax(u)) underflows to -inf once u_c - max(u) < -745; log_softmax does not."""
-    x = np.array([[125.73022109, -132.10486329], [640.42265044, 104.90011715],
-                  [-535.66937316, 361.59505491]])
-    t = np.array([[0.365104165, 0.634895835], [0.164228982, 0.835771018],
-                  [0.999999962, 3.78182711e-08]])
+    x = np.array(
+        [[125.73022109, -132.10486329], [640.42265044, 104.90011715], [-535.66937316, 361.59505491]]
+    )
+    t = np.array(
+        [[0.365104165, 0.634895835], [0.164228982, 0.835771018], [0.999999962, 3.78182711e-08]]
+    )
     xl = x.astype(np.longdouble)
-    lse = xl.max(axis=1, keepdims=True) + np.log(np.exp(xl - xl.max(axis=1, keepdims=True)).sum(
-        axis=1, keepdims=True))
+    lse = xl.max(axis=1, keepdims=True) + np.log(
+        np.exp(xl - xl.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+    )
     exact = float((t * (lse - xl)).sum(axis=1).mean())
     assert abs(exact - 502.845676) < 1e-6
     for mod in IMPLS.values():

@@ -30,7 +30,7 @@ pytestmark = [needs_jit, pytest.mark.slow]
 CALLS = int(os.environ.get("FASTSOFTMAX_SOAK_CALLS", "100000"))
 MAX_GROWTH_MB = 20.0
 
-SOAK = r'''
+SOAK = r"""
 import gc, json, resource
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -114,18 +114,25 @@ print(json.dumps({
     "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "rss_trace_mb": {str(k): round(v, 1) for k, v in samples.items()},
 }))
-'''
+"""
 
 
 def test_soak_memory_flat_and_results_right():
     script = CASES + f"CALLS = {CALLS}\n" + SOAK
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, check=False, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
     assert proc.returncode == 0, (
-        f"soak failed (exit {proc.returncode})\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}")
+        f"soak failed (exit {proc.returncode})\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}"
+    )
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(report)
     assert report["calls"] == CALLS
     assert report["growth_mb"] < MAX_GROWTH_MB, report
-

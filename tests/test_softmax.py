@@ -57,8 +57,9 @@ def oracle(name: str, x, axis: int = -1, temperature: float = 1.0, keepdims: boo
     return lse if keepdims else np.squeeze(lse, axis=axis)
 
 
-def max_error_ratio(name: str, got, x, axis: int = -1, temperature: float = 1.0,
-                    keepdims: bool = False) -> float:
+def max_error_ratio(
+    name: str, got, x, axis: int = -1, temperature: float = 1.0, keepdims: bool = False
+) -> float:
     """The largest error of ``got`` against the long-double oracle, in units of the allowed error.
 
     Allowed, with eps the result dtype's epsilon and gap = |x_i - max(x)| / T (long double):
@@ -167,7 +168,9 @@ def test_float32_computed_natively(rng):
 # ----------------------------------------------------------------------------- dtypes and errors
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint8, np.float16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.int64, np.uint8, np.float16], ids=lambda d: np.dtype(d).name
+)
 @pytest.mark.parametrize("name", FORWARD)
 def test_more_dtypes(name, dtype, rng):
     (x,), _ = COMPARISONS[name].make_args((5, 9), dtype, rng)
@@ -200,8 +203,9 @@ def test_rejected_dtypes_raise_type_error(name, dtype):
             call(name, np.ones((3, 4)), x)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.float16, np.float32, np.float64, np.int32], ids=lambda d: np.dtype(d).name
+)
 @pytest.mark.parametrize("shape", [(3, 0), (0,), (2, 0, 0), (0, 0)], ids=str)
 @pytest.mark.parametrize("name", FORWARD + DERIVATIVES)
 def test_zero_classes_give_empty_results(name, shape, dtype):
@@ -230,18 +234,27 @@ def test_zero_classes_match_scipy_and_torch(axis):
     JAX too) and SciPy's logsumexp (SciPy's softmax and log_softmax raise on it)."""
     x = np.zeros({0: (0, 4), 1: (2, 0, 3), -1: (3, 0)}[axis], np.float32)
     special = pytest.importorskip("scipy.special")
-    np.testing.assert_array_equal(fs.logsumexp(x, axis=axis), special.logsumexp(x, axis=axis),
-                                  strict=True)
+    np.testing.assert_array_equal(
+        fs.logsumexp(x, axis=axis), special.logsumexp(x, axis=axis), strict=True
+    )
     assert special.logsumexp(np.zeros(0)) == fs.logsumexp(np.zeros(0)) == -np.inf
     torch = pytest.importorskip("torch")
     t = torch.from_numpy(x)
-    for name, fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax),
-                     ("logsumexp", torch.logsumexp)):
-        np.testing.assert_array_equal(call(name, x, axis=axis), fn(t, axis).numpy(), strict=True,
-                                      err_msg=name)
+    for name, fn in (
+        ("softmax", torch.softmax),
+        ("log_softmax", torch.log_softmax),
+        ("logsumexp", torch.logsumexp),
+    ):
+        np.testing.assert_array_equal(
+            call(name, x, axis=axis), fn(t, axis).numpy(), strict=True, err_msg=name
+        )
         if name != "logsumexp":
-            np.testing.assert_array_equal(call(name, x, axis=axis, where=np.ones(x.shape, bool)),
-                                          fn(t, axis).numpy(), strict=True, err_msg=name)
+            np.testing.assert_array_equal(
+                call(name, x, axis=axis, where=np.ones(x.shape, bool)),
+                fn(t, axis).numpy(),
+                strict=True,
+                err_msg=name,
+            )
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "readonly"])
@@ -272,17 +285,25 @@ def test_float16_dtypes_match_numpy_scipy_and_torch(rng):
     assert fs.softmax(x).dtype == fs.log_softmax(x).dtype == fs.logsumexp(x).dtype == np.float16
     assert np.exp(x).dtype == np.float16 and np.max(x, axis=-1).dtype == np.float16
     special = pytest.importorskip("scipy.special")
-    np.testing.assert_allclose(fs.softmax(x).astype(np.float64),
-                               special.softmax(x.astype(np.float64), axis=-1), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        fs.softmax(x).astype(np.float64),
+        special.softmax(x.astype(np.float64), axis=-1),
+        rtol=1e-3,
+        atol=1e-4,
+    )
     torch = pytest.importorskip("torch")
     t = torch.from_numpy(x)
-    for name, fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax),
-                     ("logsumexp", torch.logsumexp)):
+    for name, fn in (
+        ("softmax", torch.softmax),
+        ("log_softmax", torch.log_softmax),
+        ("logsumexp", torch.logsumexp),
+    ):
         want = fn(t, -1)
         got = call(name, x)
         assert str(want.dtype) == "torch.float16" and got.dtype == np.float16
-        np.testing.assert_allclose(got.astype(np.float64), want.double().numpy(), rtol=2e-3,
-                                   atol=2e-3, err_msg=name)
+        np.testing.assert_allclose(
+            got.astype(np.float64), want.double().numpy(), rtol=2e-3, atol=2e-3, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("name", FORWARD + DERIVATIVES)
@@ -299,7 +320,11 @@ def test_scalar_and_none_rejected(name):
 def test_bad_axis(name, axis):
     x = np.ones((3, 4))
     args = (x, x) if COMPARISONS[name].n_inputs == 2 else (x,)
-    expected = np.exceptions.AxisError if isinstance(axis, int) and not isinstance(axis, bool) else TypeError
+    expected = (
+        np.exceptions.AxisError
+        if isinstance(axis, int) and not isinstance(axis, bool)
+        else TypeError
+    )
     with pytest.raises(expected):
         call(name, *args, axis=axis)
     with pytest.raises(expected):
@@ -326,8 +351,9 @@ def test_layouts(name, shape, layout, rng):
     arr = layouts(x)[layout]
     for axis in range(-len(shape), len(shape)):
         got = call(name, arr, axis=axis)
-        np.testing.assert_array_equal(got, call(name, np.ascontiguousarray(x), axis=axis),
-                                      err_msg=f"{layout} axis={axis}")
+        np.testing.assert_array_equal(
+            got, call(name, np.ascontiguousarray(x), axis=axis), err_msg=f"{layout} axis={axis}"
+        )
         COMPARISONS[name].check(got, call_ref(name, arr, axis=axis), (arr,))
     np.testing.assert_array_equal(call(name, arr), expected)
     np.testing.assert_array_equal(arr, x)
@@ -392,12 +418,24 @@ def test_temperature(name, dtype, temperature, rng):
         np.testing.assert_array_equal(got, call(name, x))
 
 
-@pytest.mark.parametrize("temperature,error", [
-    (0.0, ValueError), (-1.0, ValueError), (np.inf, ValueError), (np.nan, ValueError),
-    (-np.inf, ValueError), ("1", TypeError), (None, TypeError), (True, TypeError),
-    (1 + 0j, TypeError), (np.array([1.0, 2.0]), TypeError),
-])
-@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmax_jvp", "softmax_vjp", "log_softmax_vjp"])
+@pytest.mark.parametrize(
+    "temperature,error",
+    [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (np.inf, ValueError),
+        (np.nan, ValueError),
+        (-np.inf, ValueError),
+        ("1", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (1 + 0j, TypeError),
+        (np.array([1.0, 2.0]), TypeError),
+    ],
+)
+@pytest.mark.parametrize(
+    "name", ["softmax", "log_softmax", "softmax_jvp", "softmax_vjp", "log_softmax_vjp"]
+)
 def test_bad_temperature(name, temperature, error):
     x = np.ones((2, 3))
     args = (x, x) if COMPARISONS[name].n_inputs == 2 else (x,)
@@ -417,8 +455,9 @@ def test_logsumexp_has_no_temperature():
 # ----------------------------------------------------------------------------- out=
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, np.int32], ids=lambda d: np.dtype(d).name
+)
 @pytest.mark.parametrize("name", FORWARD)
 def test_out(name, dtype, rng):
     x = random_logits((6, 7), dtype, rng)
@@ -483,8 +522,11 @@ def _bad_outs(shape, dtype):
     ro.flags.writeable = False
     return [
         ("shape", np.full(shape + (1,), 7.0, dtype=dtype), ValueError),
-        ("shape", np.full(shape[::-1] if len(set(shape)) > 1 else (1,) + shape, 7.0, dtype=dtype),
-         ValueError),
+        (
+            "shape",
+            np.full(shape[::-1] if len(set(shape)) > 1 else (1,) + shape, 7.0, dtype=dtype),
+            ValueError,
+        ),
         ("dtype", np.full(shape, 7.0, dtype=other), ValueError),
         ("dtype", np.full(shape, 7.0, dtype=np.float16), ValueError),
         ("read-only", ro, ValueError),
@@ -506,7 +548,7 @@ def test_bad_out_raises_before_writing(name, dtype, rng):
         with pytest.raises(error):
             entry.reference(*args, out=out)
         np.testing.assert_array_equal(np.asarray(out), snapshot)
-        for a, b in zip(args, before):
+        for a, b in zip(args, before, strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -551,8 +593,9 @@ def test_logsumexp_keepdims(axis, keepdims, rng):
         fs.logsumexp(x, axis=axis, keepdims=not keepdims, out=out)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.float16, np.float32, np.float64, np.int64], ids=lambda d: np.dtype(d).name
+)
 def test_logsumexp_1d_returns_a_numpy_scalar(dtype, rng):
     """A 0-d result is a NumPy scalar of the result dtype, as NumPy's reductions and SciPy's
     logsumexp return; with ``out=`` (a 0-d array) it is ``out``; keepdims keeps an array."""
@@ -562,7 +605,9 @@ def test_logsumexp_1d_returns_a_numpy_scalar(dtype, rng):
         got = impl(x)
         assert type(got) is want_type, impl
         assert type(impl(x, axis=0)) is want_type and type(impl(np.zeros(0, dtype))) is want_type
-        assert isinstance(impl(x, keepdims=True), np.ndarray) and impl(x, keepdims=True).shape == (1,)
+        assert isinstance(impl(x, keepdims=True), np.ndarray) and impl(x, keepdims=True).shape == (
+            1,
+        )
     assert type(np.max(x.astype(want_type))) is want_type
     special = pytest.importorskip("scipy.special")
     assert type(special.logsumexp(np.array([0.0, 1.0]))) is type(fs.logsumexp(np.array([0.0, 1.0])))
@@ -592,8 +637,14 @@ def test_nan_row(name, dtype, where, nan, rng):
 
 @pytest.mark.parametrize("name", FORWARD)
 def test_nan_with_infinities_is_nan(name):
-    x = np.array([[np.inf, np.nan, 0.0], [-np.inf, np.nan, -np.inf], [np.inf, -np.inf, NEG_NAN],
-                  [1.0, 2.0, 3.0]])
+    x = np.array(
+        [
+            [np.inf, np.nan, 0.0],
+            [-np.inf, np.nan, -np.inf],
+            [np.inf, -np.inf, NEG_NAN],
+            [1.0, 2.0, 3.0],
+        ]
+    )
     got = call(name, x)
     assert np.all(np.isnan(got[:3]))
     assert np.all(np.isfinite(got[3]))
@@ -603,8 +654,15 @@ def test_nan_with_infinities_is_nan(name):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 def test_posinf_splits_probability(dtype, temperature):
     inf = np.inf
-    x = np.array([[1.0, inf, 2.0, inf, -inf], [inf, 0.0, 0.0, 0.0, 0.0], [inf, inf, inf, inf, inf],
-                  [0.0, 1.0, 2.0, 3.0, 4.0]], dtype=dtype)
+    x = np.array(
+        [
+            [1.0, inf, 2.0, inf, -inf],
+            [inf, 0.0, 0.0, 0.0, 0.0],
+            [inf, inf, inf, inf, inf],
+            [0.0, 1.0, 2.0, 3.0, 4.0],
+        ],
+        dtype=dtype,
+    )
     p = fs.softmax(x, temperature=temperature)
     assert p.dtype == dtype
     np.testing.assert_array_equal(p[0], [0.0, 0.5, 0.0, 0.5, 0.0])
@@ -641,8 +699,9 @@ def test_neginf_gives_exact_zero(dtype, temperature, rng):
     assert np.all(logp[mask] == -np.inf) and not np.any(np.isnan(logp))
     # the other entries: the softmax of the unmasked entries alone
     kept = x[~mask].reshape(6, -1)
-    np.testing.assert_allclose(p[~mask].reshape(6, -1), fs.softmax(kept, temperature=temperature),
-                               rtol=rtol32(dtype) * 4)
+    np.testing.assert_allclose(
+        p[~mask].reshape(6, -1), fs.softmax(kept, temperature=temperature), rtol=rtol32(dtype) * 4
+    )
     assert max_error_ratio("softmax", p[~mask].reshape(6, -1), kept, temperature=temperature) <= 1
     assert max_error_ratio("logsumexp", fs.logsumexp(x), kept) <= 1
 
@@ -676,8 +735,16 @@ def test_all_neginf_rows(dtype, shape, rng):
 def test_extreme_finite_logits(dtype):
     """Entries near the float maximum: no overflow in x - max, exact limits where they are exact."""
     big = np.finfo(dtype).max
-    x = np.array([[big, big, 0.0], [-big, big, 0.0], [big, -big, -big], [-big, -big, -big],
-                  [1e-30, -1e-30, 0.0]], dtype=dtype)
+    x = np.array(
+        [
+            [big, big, 0.0],
+            [-big, big, 0.0],
+            [big, -big, -big],
+            [-big, -big, -big],
+            [1e-30, -1e-30, 0.0],
+        ],
+        dtype=dtype,
+    )
     p = fs.softmax(x)
     np.testing.assert_array_equal(p[0], [0.5, 0.5, 0.0])
     np.testing.assert_array_equal(p[1], [0.0, 1.0, 0.0])
@@ -739,7 +806,7 @@ def test_thread_count_invariance(name, dtype, monkeypatch, rng):
     assert not runtime._serial_only
     one = one if isinstance(one, tuple) else (one,)
     two = two if isinstance(two, tuple) else (two,)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         assert a.dtype == b.dtype and a.shape == b.shape
         assert a.tobytes() == b.tobytes(), f"{name}: results differ between 1 and 2 threads"

@@ -63,10 +63,18 @@ def test_softmax_jvp_and_log_softmax_vjp(rng):
     z = rng.standard_normal((3, 5))
     w = rng.standard_normal((3, 5))
     # f = <w, softmax(z)>: grad = J^T w = J w (symmetric), the JVP
-    assert check_grad(lambda v: np.sum(w * fs.softmax(v)), z, fs.softmax_jvp(fs.softmax(z), w)) < 1e-8
+    assert (
+        check_grad(lambda v: np.sum(w * fs.softmax(v)), z, fs.softmax_jvp(fs.softmax(z), w)) < 1e-8
+    )
     # f = <w, log_softmax(z)>: grad through the log_softmax VJP
-    assert check_grad(lambda v: np.sum(w * fs.log_softmax(v)), z,
-                      lambda v: fs.log_softmax_vjp(fs.log_softmax(v), w)) < 1e-8
+    assert (
+        check_grad(
+            lambda v: np.sum(w * fs.log_softmax(v)),
+            z,
+            lambda v: fs.log_softmax_vjp(fs.log_softmax(v), w),
+        )
+        < 1e-8
+    )
 
 
 def test_cross_entropy_with_grad_as_a_pair(rng):
@@ -88,12 +96,12 @@ def test_float32(rng):
 
 def test_exact_for_a_quadratic(rng):
     x = rng.standard_normal(10)
-    assert check_grad(lambda v: np.sum(v ** 2), x, 2 * x) < 1e-10
+    assert check_grad(lambda v: np.sum(v**2), x, 2 * x) < 1e-10
     # a gradient off by 1% of its largest entry gives an error of 0.01
     wrong = 2 * x
     k = np.argmax(np.abs(wrong))
     wrong[k] *= 1.01
-    assert check_grad(lambda v: np.sum(v ** 2), x, wrong) == pytest.approx(0.01, rel=1e-6)
+    assert check_grad(lambda v: np.sum(v**2), x, wrong) == pytest.approx(0.01, rel=1e-6)
 
 
 def test_numerical_grad_against_known_derivative(rng):
@@ -117,9 +125,9 @@ def test_indices_subset(rng):
 
     def f(v):
         calls.append(1)
-        return np.sum(v ** 3)
+        return np.sum(v**3)
 
-    wrong = 3 * x ** 2
+    wrong = 3 * x**2
     wrong[7] += 1.0
     assert check_grad(f, x, wrong, indices=[0, 1, 2]) < 1e-8
     assert len(calls) == 6  # two evaluations per checked entry
@@ -136,9 +144,9 @@ def test_zero_nan_and_constant():
 def test_input_not_modified_and_ints_accepted(rng):
     x = rng.standard_normal(4)
     keep = x.copy()
-    check_grad(lambda v: np.sum(v ** 2), x, lambda v: 2 * v)
+    check_grad(lambda v: np.sum(v**2), x, lambda v: 2 * v)
     np.testing.assert_array_equal(x, keep)
-    assert check_grad(lambda v: np.sum(v ** 2), np.array([1, 2, 3]), np.array([2.0, 4.0, 6.0])) < 1e-9
+    assert check_grad(lambda v: np.sum(v**2), np.array([1, 2, 3]), np.array([2.0, 4.0, 6.0])) < 1e-9
 
 
 def test_errors():

@@ -183,7 +183,7 @@ class LaunchCounter:
             self.counts = {"serial": 0, "parallel": 0}
 '''
 
-THREADS = r'''
+THREADS = r"""
 import numba
 from fastsoftmax import _runtime
 N_THREADS, ROUNDS = 8, 3
@@ -232,7 +232,7 @@ if numba.get_num_threads() > 1:
     assert concurrent["parallel"] > 0, "no parallel kernel ran"
 if EXPECT_LAYER:
     assert layer == EXPECT_LAYER, (layer, EXPECT_LAYER)
-'''
+"""
 
 FORK = r'''
 import multiprocessing, signal
@@ -314,16 +314,25 @@ if EXPECT_LAYER:
 ROWS, CLASSES = 384, 96
 
 
-def scenario(body: str, *, rows: int = ROWS, classes: int = CLASSES, expect_layer: str = "",
-             child_timeout: float = 300.0) -> str:
+def scenario(
+    body: str,
+    *,
+    rows: int = ROWS,
+    classes: int = CLASSES,
+    expect_layer: str = "",
+    child_timeout: float = 300.0,
+) -> str:
     """Full script text of a scenario."""
-    header = (f"ROWS, CLASSES = {rows}, {classes}\nEXPECT_LAYER = {expect_layer!r}\n"
-              f"CHILD_TIMEOUT = {child_timeout}\n")
+    header = (
+        f"ROWS, CLASSES = {rows}, {classes}\nEXPECT_LAYER = {expect_layer!r}\n"
+        f"CHILD_TIMEOUT = {child_timeout}\n"
+    )
     return CASES + header + body
 
 
-def run_python(script: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT,
-               check: bool = True) -> subprocess.CompletedProcess:
+def run_python(
+    script: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run ``script`` in a fresh interpreter; with ``check``, fail (not crash) unless it exits 0."""
     full_env = dict(os.environ)
     full_env.pop("NUMBA_THREADING_LAYER", None)
@@ -331,24 +340,39 @@ def run_python(script: str, env: dict[str, str] | None = None, timeout: float = 
     full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     try:
-        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=full_env,
-                              capture_output=True, text=True, check=False, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script)],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"scenario hung for {timeout} s; stderr tail:\n{(exc.stderr or b'')[-3000:]!r}")
     if check and proc.returncode != 0:
-        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-               else f"exit code {proc.returncode}")
-        pytest.fail(f"scenario failed ({how})\n--- stdout\n{proc.stdout[-3000:]}\n"
-                    f"--- stderr\n{proc.stderr[-6000:]}")
+        how = (
+            f"killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exit code {proc.returncode}"
+        )
+        pytest.fail(
+            f"scenario failed ({how})\n--- stdout\n{proc.stdout[-3000:]}\n"
+            f"--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
 @cache
 def layer_status(layer: str) -> str | None:
     """None if numba loads ``layer`` here with fastsoftmax imported; else why not."""
-    proc = run_python("import fastsoftmax, numba; numba.get_num_threads(); "
-                      "print(numba.threading_layer())",
-                      env={"NUMBA_THREADING_LAYER": layer}, timeout=120, check=False)
+    proc = run_python(
+        "import fastsoftmax, numba; numba.get_num_threads(); print(numba.threading_layer())",
+        env={"NUMBA_THREADING_LAYER": layer},
+        timeout=120,
+        check=False,
+    )
     if proc.returncode == 0 and proc.stdout.strip() == layer:
         return None
     return (proc.stdout.strip() or proc.stderr.strip().splitlines()[-1:] or ["?"])[-1]
@@ -388,7 +412,9 @@ def test_forked_children_call_ops_after_parent(layer, warm_cache):
     env = require_layer(layer)
     proc = run_python(scenario(FORK, expect_layer=layer or ""), env=env)
     print(proc.stdout)
-    children = [ln for ln in proc.stdout.splitlines() if ln.startswith(("os.fork child", "pool worker"))]
+    children = [
+        ln for ln in proc.stdout.splitlines() if ln.startswith(("os.fork child", "pool worker"))
+    ]
     assert len(children) == 4, proc.stdout  # the os.fork child and three pool tasks reported
     if layer == "omp":
         # GNU OpenMP cannot run a parallel region in a forked child: children must run serial
@@ -402,7 +428,7 @@ def test_workqueue_without_the_lock_really_aborts(warm_cache):
     """The hazard is real: the same 8-thread load with the launcher's lock bypassed aborts (or the
     scenario would prove nothing). Skipped if workqueue cannot be loaded."""
     env = require_layer("workqueue")
-    bypass = textwrap.dedent(r'''
+    bypass = textwrap.dedent(r"""
         import fastsoftmax._runtime as rt
         def unsafe_launch(kernel, work, *args):  # parallel whenever large, no lock
             return kernel.parallel(*args) if work >= rt.SERIAL_BELOW else kernel.serial(*args)
@@ -411,8 +437,10 @@ def test_workqueue_without_the_lock_really_aborts(warm_cache):
             if (name.startswith("fastsoftmax.") and mod is not rt
                     and getattr(mod, "launch", None) is original):
                 mod.launch = unsafe_launch
-    ''')
-    script = scenario(THREADS).replace("counter = LaunchCounter()", bypass + "counter = LaunchCounter()")
+    """)
+    script = scenario(THREADS).replace(
+        "counter = LaunchCounter()", bypass + "counter = LaunchCounter()"
+    )
     proc = run_python(script, env=env, check=False)
     assert proc.returncode != 0, "workqueue survived concurrent parallel launches without the lock"
     assert "workqueue" in proc.stderr or proc.returncode < 0, proc.stderr[-2000:]
@@ -424,7 +452,7 @@ def test_omp_fork_without_the_fallback_really_dies():
     """GNU OpenMP kills a forked child that launches a parallel region after the parent did;
     with the serial fallback defeated the child must die (else the fork scenario proves nothing)."""
     env = require_layer("omp")
-    script = CASES + textwrap.dedent(r'''
+    script = CASES + textwrap.dedent(r"""
         import numba
         from fastsoftmax import _runtime
         cases = [c for c in make_cases(384, 96, ("float32",)) if c[1] == "softmax"][:1]
@@ -436,7 +464,7 @@ def test_omp_fork_without_the_fallback_really_dies():
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         print("child exit", os.waitstatus_to_exitcode(status))
-    ''')
+    """)
     proc = run_python(script, env=env)
     assert "child exit 0" not in proc.stdout, proc.stdout + proc.stderr
 
@@ -448,7 +476,7 @@ def _launches(stdout: str) -> dict[str, int]:
     return ast.literal_eval(line.split("=", 1)[1])
 
 
-SET_NUM_THREADS = r'''
+SET_NUM_THREADS = r"""
 import numba
 cases = {c[1]: c for c in reversed(make_cases(ROWS, CLASSES, ("float32",)))}  # first case per name
 cases = [cases["softmax"], cases["cross_entropy_with_grad"]]
@@ -457,7 +485,7 @@ first = [call(c) for c in cases]
 for c, r in zip(cases, first):
     check_reference(c[0], r, c[4])
 print(f"launches={counter.counts}")
-'''
+"""
 
 
 @pytest.mark.slow
@@ -487,7 +515,9 @@ def test_set_num_threads_respected_per_thread():
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one CPU: numba starts one thread")
-    body = SET_NUM_THREADS + r'''
+    body = (
+        SET_NUM_THREADS
+        + r"""
 numba.set_num_threads(1)
 counter.reset()
 one = [call(c) for c in cases]
@@ -506,7 +536,8 @@ assert counter.counts == {"serial": 0, "parallel": 2}, counter.counts
 for a, b, c, d in zip(first, one, two, seen["result"]):
     assert same(a, b) and same(a, c) and same(a, d)
 print("ok")
-'''
+"""
+    )
     proc = run_python(scenario(body))
     assert "ok" in proc.stdout
 
@@ -515,7 +546,7 @@ print("ok")
 @needs_jit
 def test_unloadable_threading_layer_warns_and_runs_serial():
     """If numba cannot load the requested layer, calls still work (serial) after one warning."""
-    body = r'''
+    body = r"""
 import warnings
 cases = [c for c in make_cases(ROWS, CLASSES, ("float64",)) if c[1] == "log_softmax"]
 counter = LaunchCounter()
@@ -529,7 +560,7 @@ assert counter.counts == {"serial": 3, "parallel": 0}, counter.counts
 from fastsoftmax import _runtime
 assert _runtime.serial_only()
 print("ok")
-'''
+"""
     proc = run_python(scenario(body), env={"NUMBA_THREADING_LAYER": "no_such_layer"})
     assert "ok" in proc.stdout
 
@@ -550,8 +581,9 @@ def test_takes_out_table_matches_the_signatures():
 
     ns: dict = {}
     exec(CASES, ns)
-    takes_out = {name for name in fs.__all__
-                 if "out" in inspect.signature(getattr(fs, name)).parameters}
+    takes_out = {
+        name for name in fs.__all__ if "out" in inspect.signature(getattr(fs, name)).parameters
+    }
     assert ns["TAKES_OUT"] == takes_out
 
 
@@ -579,9 +611,9 @@ def _placed(a, rng: np.random.Generator, out_like: bool = False):
     buf = np.empty(2 * n + 64, a.dtype)
     gap = int(rng.integers(0, 9))
     if out_like and rng.random() < 0.5:  # out before the input
-        out, copy = buf[gap:gap + n], buf[2 * gap + n:2 * gap + 2 * n]
+        out, copy = buf[gap : gap + n], buf[2 * gap + n : 2 * gap + 2 * n]
     else:
-        copy, out = buf[gap:gap + n], buf[gap + n + gap:2 * gap + 2 * n]
+        copy, out = buf[gap : gap + n], buf[gap + n + gap : 2 * gap + 2 * n]
     copy = copy.reshape(a.shape)
     copy[...] = a
     return (copy, out.reshape(a.shape)) if out_like else copy
@@ -609,10 +641,12 @@ def test_results_do_not_depend_on_placement_or_kernel_variant(monkeypatch):
                 numba.set_num_threads(1)
                 first = fn(*args, **kwargs)
                 # out= where the result has the first input's shape and dtype
-                takes_out = (name in ns["TAKES_OUT"]
-                             and isinstance(first, (np.ndarray, tuple))
-                             and ns["parts"](first)[-1].shape == args[0].shape
-                             and ns["parts"](first)[-1].dtype == args[0].dtype)
+                takes_out = (
+                    name in ns["TAKES_OUT"]
+                    and isinstance(first, (np.ndarray, tuple))
+                    and ns["parts"](first)[-1].shape == args[0].shape
+                    and ns["parts"](first)[-1].dtype == args[0].dtype
+                )
                 for rep in range(PLACEMENT_REPEATS):
                     holes = [np.empty(int(rng.integers(1, 1 << 16)), np.uint8) for _ in range(4)]
                     x, out = _placed(args[0], rng, out_like=True)
@@ -624,13 +658,19 @@ def test_results_do_not_depend_on_placement_or_kernel_variant(monkeypatch):
                     numba.set_num_threads(1 + rep % 2)
                     got = fn(x, *rest, **kw)
                     if not ns["same"](got, first):
-                        diff = [int(np.count_nonzero(np.asarray(u) != np.asarray(w)))
-                                for u, w in zip(ns["parts"](got), ns["parts"](first))]
-                        failures.append(f"{label} {shape} rep {rep} ({1 + rep % 2} threads, "
-                                        f"out={'out' in kw}): {diff} entries differ")
+                        diff = [
+                            int(np.count_nonzero(np.asarray(u) != np.asarray(w)))
+                            for u, w in zip(ns["parts"](got), ns["parts"](first), strict=True)
+                        ]
+                        failures.append(
+                            f"{label} {shape} rep {rep} ({1 + rep % 2} threads, "
+                            f"out={'out' in kw}): {diff} entries differ"
+                        )
     finally:
         numba.set_num_threads(old)
-    assert not failures, f"{len(failures)} calls differ from the first:\n" + "\n".join(failures[:40])
+    assert not failures, f"{len(failures)} calls differ from the first:\n" + "\n".join(
+        failures[:40]
+    )
 
 
 # --------------------------------------------------------------------------- the launcher's rules
@@ -710,8 +750,9 @@ def test_no_loadable_layer_warns_once_then_serial(rt, fake, monkeypatch):
     assert rt.serial_only()
 
 
-@pytest.mark.parametrize("layer, serial_only", [("omp", True), ("tbb", False), ("workqueue", False),
-                                                (None, False)])
+@pytest.mark.parametrize(
+    "layer, serial_only", [("omp", True), ("tbb", False), ("workqueue", False), (None, False)]
+)
 def test_fork_hook(rt, monkeypatch, layer, serial_only):
     monkeypatch.setattr(rt, "_numba_layer", lambda: layer)
     old_lock, old_init = rt._lock, rt._init_lock

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import types
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from numba import njit
 
@@ -24,8 +25,9 @@ def _renamed(fn: Callable, suffix: str) -> Callable:
     compile options (numba issue #6845): compiled twice from the same function, the serial and
     the parallel dispatcher would load each other's machine code from the disk cache.
     """
-    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
-                              fn.__closure__)
+    copy = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__
+    )
     copy.__qualname__ = fn.__qualname__ + suffix
     copy.__module__ = fn.__module__
     copy.__doc__ = fn.__doc__
@@ -36,7 +38,9 @@ def row_kernel(fn: Callable) -> RowKernel:
     """Compile ``fn`` (a loop ``for i in prange(rows)``) both ways, cached on disk (apart)."""
     return RowKernel(
         parallel=njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)(
-            _renamed(fn, "_parallel")),
+            _renamed(fn, "_parallel")
+        ),
         serial=njit(parallel=False, fastmath=FASTMATH, error_model="numpy", cache=True)(
-            _renamed(fn, "_serial")),
+            _renamed(fn, "_serial")
+        ),
     )

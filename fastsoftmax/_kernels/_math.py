@@ -210,7 +210,9 @@ def _split_float(typingctx, x):
         m_bits = builder.or_(builder.and_(bits, mant_mask), ir.Constant(ity, bias << mant))
         # exponent as a float without int->float conversion (AVX2 has none for int64):
         # the biased exponent in the low mantissa bits of 2**mant, minus 2**mant + bias
-        e_bits = builder.or_(builder.lshr(bits, ir.Constant(ity, mant)), ir.Constant(ity, (bias + mant) << mant))
+        e_bits = builder.or_(
+            builder.lshr(bits, ir.Constant(ity, mant)), ir.Constant(ity, (bias + mant) << mant)
+        )
         e = builder.fsub(builder.bitcast(e_bits, fty), ir.Constant(fty, float(2**mant + bias)))
         m = builder.bitcast(m_bits, fty)
         return context.make_tuple(builder, signature.return_type, (m, e))
@@ -350,8 +352,14 @@ def _stack_array(dtype, count):
         data = cgutils.alloca_once(builder, item, size=count)
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(item))
         ary = context.make_array(array_type)(context, builder)
-        populate_array(ary, data=data, shape=[context.get_constant(types.intp, count)],
-                       strides=[itemsize], itemsize=itemsize, meminfo=None)
+        populate_array(
+            ary,
+            data=data,
+            shape=[context.get_constant(types.intp, count)],
+            strides=[itemsize],
+            itemsize=itemsize,
+            meminfo=None,
+        )
         return ary._getvalue()
 
     return array_type, codegen
@@ -480,7 +488,7 @@ def _total(wide):
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
 def _add_entries(lanes, x, g, count):
     """lanes[k] += x[g + k] for k < count."""
-    xg = x[g:g + count]
+    xg = x[g : g + count]
     for k in range(count):
         lanes[k] += xg[k]
 
@@ -488,8 +496,8 @@ def _add_entries(lanes, x, g, count):
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
 def _add_products(lanes, x, y, g, count):
     """lanes[k] += x[g + k] * y[g + k] for k < count."""
-    xg = x[g:g + count]
-    yg = y[g:g + count]
+    xg = x[g : g + count]
+    yg = y[g : g + count]
     for k in range(count):
         lanes[k] += xg[k] * yg[k]
 
@@ -513,8 +521,8 @@ def _exp_term(x, j, shift, scale, mask):
 def _add_exps(lanes, x, g, count, shift, scale, mask):
     """lanes[k] += exp((x[g + k] - shift) * scale) for k < count (nothing where masked), with
     the terms of entries at the maximum ``shift`` (each exactly 1) left out."""
-    xg = x[g:g + count]
-    mg = None if mask is None else mask[g:g + count]
+    xg = x[g : g + count]
+    mg = None if mask is None else mask[g : g + count]
     for k in range(count):
         lanes[k] += _exp_term(xg, k, shift, scale, mg)[1]
 
@@ -522,9 +530,9 @@ def _add_exps(lanes, x, g, count, shift, scale, mask):
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
 def _store_exps(lanes, x, out, g, count, shift, scale, mask):
     """:func:`_add_exps`, also writing each term to ``out`` (0 where masked)."""
-    xg = x[g:g + count]
-    og = out[g:g + count]
-    mg = None if mask is None else mask[g:g + count]
+    xg = x[g : g + count]
+    og = out[g : g + count]
+    mg = None if mask is None else mask[g : g + count]
     for k in range(count):
         e, part = _exp_term(xg, k, shift, scale, mg)
         og[k] = e
@@ -534,8 +542,8 @@ def _store_exps(lanes, x, out, g, count, shift, scale, mask):
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
 def _store_exps_inplace(lanes, x, g, count, shift, scale, mask):
     """:func:`_store_exps` with ``out`` = ``x``, read and written through one view."""
-    xg = x[g:g + count]
-    mg = None if mask is None else mask[g:g + count]
+    xg = x[g : g + count]
+    mg = None if mask is None else mask[g : g + count]
     for k in range(count):
         e, part = _exp_term(xg, k, shift, scale, mg)
         xg[k] = e

@@ -41,8 +41,8 @@ def log1p_small(e):
     """log1p(e) for e in [0, 1] (and NaN), a few ulp: log(u) * e / (u - 1) with u = 1 + e."""
     u = e + type(e)(1.0)
     d = u - type(e)(1.0)
-    l = vlog(u) * (e / d)
-    return e if d == type(e)(0.0) else l
+    r = vlog(u) * (e / d)
+    return e if d == type(e)(0.0) else r
 
 
 # The helpers below take e = exp(-|x|) from the caller: an exp and a log inside one helper make
@@ -70,10 +70,10 @@ def bce_from(x, e, y, w, pw):
     loss = w (pw y softplus(-x) + (1 - y) softplus(x)), softplus(x) = max(x, 0) + log1p(e)."""
     T = type(x)
     zero = T(0.0)
-    l = log1p_small(e)
+    lp = log1p_small(e)
     sig = sigmoid_from(x, e)
-    sp_pos = (x if x > zero else zero) + l
-    sp_neg = (-x if x < zero else zero) + l
+    sp_pos = (x if x > zero else zero) + lp
+    sp_neg = (-x if x < zero else zero) + lp
     a = w * pw * y
     b = w * (T(1.0) - y)
     loss = (a * sp_neg if a != zero else zero) + (b * sp_pos if b != zero else zero)
@@ -96,7 +96,7 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
         xs, ts, ws, ps = x[start:stop], t[start:stop], w[start:stop], pw[start:stop]
-        dest = loss[start:stop] if store_loss else scratch[:stop - start]
+        dest = loss[start:stop] if store_loss else scratch[: stop - start]
         if want_grad and inplace:
             gs = grad[start:stop]  # the memory of xs: read and written through gs alone
             for k in range(stop - start):
@@ -130,12 +130,12 @@ def _sigmoid(x, out, span):
     n = x.shape[0]
     inplace = x.ctypes.data == out.ctypes.data
     for b in prange((n + span - 1) // span):
-        ob = out[b * span:min(b * span + span, n)]
+        ob = out[b * span : min(b * span + span, n)]
         if inplace:  # ob is the memory of x: read and written through ob alone
             for k in range(ob.shape[0]):
                 ob[k] = sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
         else:
-            xb = x[b * span:min(b * span + span, n)]
+            xb = x[b * span : min(b * span + span, n)]
             for k in range(xb.shape[0]):
                 ob[k] = sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
 
@@ -144,12 +144,12 @@ def _log_sigmoid(x, out, span):
     n = x.shape[0]
     inplace = x.ctypes.data == out.ctypes.data
     for b in prange((n + span - 1) // span):
-        ob = out[b * span:min(b * span + span, n)]
+        ob = out[b * span : min(b * span + span, n)]
         if inplace:  # ob is the memory of x: read and written through ob alone
             for k in range(ob.shape[0]):
                 ob[k] = log_sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
         else:
-            xb = x[b * span:min(b * span + span, n)]
+            xb = x[b * span : min(b * span + span, n)]
             for k in range(xb.shape[0]):
                 ob[k] = log_sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
 
@@ -179,8 +179,19 @@ def _bce(x, t, w, pw, coef, loss, sums, grad, span):
         pwb = pw[start:stop] if full_pw else pw[:m]
         lb = loss[start:stop] if store_loss else loss
         gb = grad[start:stop] if want_grad else grad
-        s = _bce_block(x[start:stop], t[start:stop], wb, pwb, coef, lb, gb, store_loss, want_sum,
-                       want_grad, inplace)
+        s = _bce_block(
+            x[start:stop],
+            t[start:stop],
+            wb,
+            pwb,
+            coef,
+            lb,
+            gb,
+            store_loss,
+            want_sum,
+            want_grad,
+            inplace,
+        )
         if want_sum:
             sums[b] = s
     total = np.float64(0.0)

@@ -165,8 +165,23 @@ def _index_row(z, y, weight, wsum, eps, zl, s, coef, grad, want_grad, mask):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_short_rows(z, r0, r1, target, weight, wsum, ignore_index, eps, zl, s, gout, inv_denom,
-                      loss, grad, want_grad):
+def _index_short_rows(
+    z,
+    r0,
+    r1,
+    target,
+    weight,
+    wsum,
+    ignore_index,
+    eps,
+    zl,
+    s,
+    gout,
+    inv_denom,
+    loss,
+    grad,
+    want_grad,
+):
     """Rows r0..r1 of an array of short rows (C < SHORT_ROW, no mask): the exps of all the rows
     in one vectorized loop into scratch (as ``softmax.short_rows``), then each row's loss and
     gradient. Everything reads z before row i's gradient is written, so grad may be z."""
@@ -215,8 +230,23 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
     if mask is None and C < SHORT_ROW:
         R = max(1, CHUNK // C)
         for c in prange((n + R - 1) // R):
-            _index_short_rows(z, c * R, min(n, c * R + R), target, weight, wsum, ignore_index, eps,
-                              zl, s, gout, inv_denom, loss, grad, want_grad)
+            _index_short_rows(
+                z,
+                c * R,
+                min(n, c * R + R),
+                target,
+                weight,
+                wsum,
+                ignore_index,
+                eps,
+                zl,
+                s,
+                gout,
+                inv_denom,
+                loss,
+                grad,
+                want_grad,
+            )
     else:
         for i in prange(n):
             y = target[i]
