@@ -180,8 +180,10 @@ def test_reference_status():
 def test_calibrate_batches_short_calls():
     calls = []
     number = timing.calibrate(lambda: calls.append(1), 1e-3)
-    assert number > 1 and len(calls) == 2  # warm-up + one timed call
+    assert number > 1 and len(calls) == 1 + 3  # warm-up + three timed calls
+    calls.clear()
     assert timing.calibrate(lambda: calls.append(1), 0.0) == 1
+    assert len(calls) == 2  # a call as long as a sample is timed once
 
 
 def test_block_settles_then_samples():
@@ -200,7 +202,8 @@ def test_compare_runs_rounds_of_blocks_alternating_the_order():
     result = timing.compare(fns, settings)
     assert set(result) == {"a", "b", "c"}
     assert all(len(t.medians) == len(t.mins) == 3 for t in result.values())
-    # calibration: 2 calls each; then per block: 1 settling call + 1 sample of `number` (1) call
+    # calibration: 2 calls each (sample_time 0); then per block: 1 settling call + 1 sample of
+    # `number` (1) call
     blocks = log[6:]
     order = [blocks[i] for i in range(0, len(blocks), 2)]
     assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]

@@ -96,14 +96,20 @@ def _no_gc() -> Iterator[None]:
 
 def calibrate(fn: Callable[[], Any], sample_time: float) -> int:
     """Calls per sample so that a sample lasts about ``sample_time``, after a warm-up call
-    (numba compiles or loads its cache, pages get touched)."""
+    (numba compiles or loads its cache, pages get touched). A short call is timed three times
+    and the median taken: one call the scheduler interrupted would make samples of one call."""
+
+    def once() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
     fn()
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    if once >= sample_time:
+    first = once()
+    if first >= sample_time:
         return 1
-    return min(100_000, math.ceil(sample_time / max(once, 1e-7)))
+    typical = statistics.median([first, once(), once()])
+    return min(100_000, max(1, math.ceil(sample_time / max(typical, 1e-7))))
 
 
 def block(
