@@ -1,7 +1,7 @@
 """Argument checks, dtype rules and the (rows, classes) layout, with every error message in one place.
 
-Used by the public functions and by ``fastsoftmax.reference`` alike, so both accept and reject
-exactly the same inputs.
+Used by the public functions (``fastsoftmax.reference`` has checks of its own, so that tests
+compare two independent implementations of what is rejected).
 """
 
 from __future__ import annotations
@@ -367,7 +367,7 @@ def cross_entropy_args(
     grad_output: Any,
     where: Any,
 ) -> CrossEntropyArgs:
-    """Every check of the cross-entropy family, shared by the kernels' wrappers and the reference.
+    """Every check of the cross-entropy family, shared by the kernels' wrappers.
 
     Rows masked entirely by ``where`` become ignored rows (class-index targets).
     """

@@ -59,7 +59,8 @@ def fused_rows(
     want_grad = grad is not None
     src = z
     if softcap is not None:
-        src = np.tanh(np.divide(z, z.dtype.type(softcap), out=scratch), out=scratch)
+        with np.errstate(over="ignore"):  # z / c beyond the dtype's range: inf, tanh 1
+            src = np.tanh(np.divide(z, z.dtype.type(softcap), out=scratch), out=scratch)
     dest = (
         (src if softcap is not None else grad) if want_grad else np.empty((1, z.shape[1]), z.dtype)
     )
@@ -104,8 +105,13 @@ def fused_rows(
             np.multiply(factor, factor, out=factor)
             np.multiply(factor, z.dtype.type(softcap), out=factor)
         np.divide(src, factor, out=grad)
-        if mask is not None:  # left-out classes: gradient 0 even where z is NaN
-            np.copyto(grad, 0, where=~mask)
+        # a gradient the kernel made 0 (ignored rows, left-out classes) stays 0 even where z is
+        # NaN (0 / cosh(NaN)^2 is NaN); a row NaN on a kept class stays NaN throughout, as
+        # without a softcap
+        if mask is not None:
+            np.copyto(grad, 0, where=src == 0)
+        elif is_index:
+            grad[target == ignore_index] = 0
     return total
 
 

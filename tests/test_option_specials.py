@@ -747,19 +747,25 @@ def test_tiny_loss_keeps_relative_accuracy() -> None:
     np.testing.assert_allclose(ref.cross_entropy(z, [0], reduction="none"), [expected], rtol=1e-14)
 
 
-def test_ignored_nan_row_gives_zero() -> None:
-    """A NaN row whose target is ignore_index takes no part ("rows whose target is ignore_index
-    give 0", fastsoftmax.losses; the reference's own comment: "ignored ... rows: exactly 0"):
-    loss 0 and gradient 0 there, and the mean is that of the other row."""
+@pytest.mark.parametrize("softcap", [None, 50.0], ids=["plain", "softcap"])
+@pytest.mark.parametrize("how", ["ignore_index", "where"])
+def test_ignored_nan_row_gives_zero(how, softcap) -> None:
+    """A NaN row whose target is ignore_index (or that ``where`` masks entirely) takes no part
+    ("rows whose target is ignore_index give 0", fastsoftmax.losses): loss 0 and gradient 0
+    there, and the mean is that of the other row. (With a softcap the chain factor
+    1 / cosh(z / c)^2 is NaN there: the fast path gave 0 / NaN = NaN.)"""
     z = np.array([[np.nan, 0.0], [1.0, 2.0]])
-    t = np.array([-100, 1])
-    other = np.log1p(np.exp(-1.0))  # -log softmax([1, 2])[1]
+    t = np.array([-100, 1]) if how == "ignore_index" else np.array([0, 1])
+    where = None if how == "ignore_index" else np.array([[False, False], [True, True]])
+    kw = dict(softcap=softcap, where=where)
+    u = np.array([1.0, 2.0]) if softcap is None else softcap * np.tanh(np.array([1, 2]) / softcap)
+    other = np.log1p(np.exp(u[0] - u[1]))  # -log softmax(u)[1]
     for side in (fs, ref):
-        loss, grad = side.cross_entropy_with_grad(z, t, reduction="none")
+        loss, grad = side.cross_entropy_with_grad(z, t, reduction="none", **kw)
         np.testing.assert_allclose(loss, [0.0, other], rtol=1e-15, err_msg=side.__name__)
         np.testing.assert_array_equal(grad[0], [0.0, 0.0], err_msg=side.__name__)
         np.testing.assert_allclose(
-            side.cross_entropy(z, t), other, rtol=1e-15, err_msg=side.__name__
+            side.cross_entropy(z, t, **kw), other, rtol=1e-15, err_msg=side.__name__
         )
 
 
@@ -838,3 +844,17 @@ def test_reduced_loss_beyond_the_float32_range_is_inf_without_a_warning(impl) ->
             x, np.zeros(3, np.float32), weight=np.float32(2.0), reduction=reduction
         )
         assert np.all(np.isposinf(loss)) and np.asarray(loss).dtype == np.float32
+
+
+@pytest.mark.parametrize("impl", [fs, ref], ids=["fast", "reference"])
+def test_softcap_of_logits_beyond_the_float32_range_without_a_warning(impl) -> None:
+    """z / c beyond the float32 range (z = 3e38, c = 0.5) caps to u = c / T without a warning
+    (the fast path's division warned): the loss and gradient of u = [c, 0, 0] / T."""
+    z = np.array([[3e38, 0.0, 0.0]], dtype=np.float32)
+    loss, grad = impl.cross_entropy_with_grad(z, np.array([1]), softcap=0.5, temperature=2.0)
+    u = np.array([0.25, 0.0, 0.0])
+    logp = u - np.log(np.exp(u).sum())
+    np.testing.assert_allclose(loss, -logp[1], rtol=2e-6)
+    # d/dz of c tanh(z / c) / T is 0 at z = 3e38 (saturated) and 1 / T at z = 0
+    want = (np.exp(logp) - [0.0, 1.0, 0.0]) * [0.0, 0.5, 0.5]
+    np.testing.assert_allclose(grad[0], want, rtol=2e-6, atol=1e-7)
