@@ -404,7 +404,8 @@ def check_z_loss(z_loss: Any) -> float:
 
 def check_softcap(softcap: Any, scale: Any, dtype: np.dtype) -> tuple[float | None, Any]:
     """(softcap, the kernel's scale): None and ``scale`` without a cap; for a finite cap c > 0,
-    c and c * scale as a scalar of ``dtype`` (the kernel then runs on tanh(z / c))."""
+    c and c * scale as a scalar of ``dtype`` (the kernel then runs on tanh(z / c)); both must be
+    normal numbers of ``dtype``."""
     if softcap is None:
         return None, scale
     if isinstance(softcap, (bool, np.bool_)) or not isinstance(
@@ -414,10 +415,17 @@ def check_softcap(softcap: Any, scale: Any, dtype: np.dtype) -> tuple[float | No
     cap = float(softcap)
     if not (math.isfinite(cap) and cap > 0.0):
         raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
-    capped_scale = dtype.type(cap * float(scale))
-    if not (np.isfinite(capped_scale) and capped_scale > 0):
+    tiny = np.finfo(dtype).tiny
+    with np.errstate(over="ignore", under="ignore"):
+        cap_in_dtype = dtype.type(cap)
+        capped_scale = dtype.type(cap * float(scale))
+    if cap_in_dtype < tiny:  # z / c with a subnormal (or zero) c loses the precision of z
         raise ValueError(
-            f"softcap / temperature = {cap * float(scale)!r} is not a finite positive {dtype}"
+            f"softcap must be at least the smallest normal {dtype} ({tiny}), got {softcap!r}"
+        )
+    if not (np.isfinite(capped_scale) and capped_scale >= tiny):
+        raise ValueError(
+            f"softcap / temperature = {cap * float(scale)!r} is not a finite normal positive {dtype}"
         )
     return cap, capped_scale
 

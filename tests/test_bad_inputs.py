@@ -427,6 +427,13 @@ BAD_OPTIONS = {
         ValueError,
         "softcap / temperature",
     ),
+    # a subnormal cap (float64 logits here) would divide away the precision of z
+    "softcap_subnormal": ({"softcap": 1e-310}, ValueError, "smallest normal"),
+    "softcap_over_temperature_subnormal": (
+        {"softcap": 1e-300, "temperature": 1e10},
+        ValueError,
+        "softcap / temperature",
+    ),
 }
 for fn in LOSSES:
     for name, (factory, exc, match) in BAD_TARGETS.items():

@@ -146,7 +146,8 @@ def check_ignore_index(ignore_index: Any) -> int:
 
 
 def softcap_value(softcap: Any, inv_t: float, dtype: np.dtype) -> float | None:
-    """The cap c (None for no cap): finite, > 0, and c / T finite and > 0 in ``dtype``."""
+    """The cap c (None for no cap): finite, and c and c / T normal positive numbers of
+    ``dtype``."""
     if softcap is None:
         return None
     if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, numbers.Real):
@@ -154,10 +155,11 @@ def softcap_value(softcap: Any, inv_t: float, dtype: np.dtype) -> float | None:
     c = float(softcap)
     if not (np.isfinite(c) and c > 0):
         raise ValueError(f"softcap must be finite and > 0, got {softcap!r}")
-    with np.errstate(over="ignore"):
-        capped = dtype.type(c * inv_t)
-    if not (np.isfinite(capped) and capped > 0):
-        raise ValueError(f"softcap / temperature = {c * inv_t!r} is not a positive {dtype}")
+    smallest = float(np.finfo(dtype).tiny)
+    if c < smallest:
+        raise ValueError(f"softcap {softcap!r} is below the smallest normal {dtype}")
+    if not (smallest <= c * inv_t <= float(np.finfo(dtype).max)):
+        raise ValueError(f"softcap / temperature = {c * inv_t!r} is not a normal positive {dtype}")
     return c
 
 
