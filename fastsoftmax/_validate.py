@@ -385,6 +385,80 @@ def cross_entropy_args(
     return CrossEntropyArgs(z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask)
 
 
+def check_binary_target(target: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A binary target as an array of ``dtype`` and the logits' exact ``shape``, finite."""
+    y = as_float_array(target, "target", None)
+    if y.shape != shape:
+        raise ValueError(f"target has shape {y.shape}; it must match the logits' shape {shape}")
+    if y.dtype != dtype:
+        y = y.astype(dtype)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("target holds NaN or inf")
+    return y
+
+
+def check_broadcast_weight(
+    weight: Any, name: str, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray | None:
+    """``weight`` as an array of ``dtype`` broadcastable to ``shape``, finite and >= 0 (or None)."""
+    if weight is None:
+        return None
+    w = as_float_array(weight, name, None)
+    if w.shape != shape:
+        # broadcastable to shape without changing it: trailing dims equal or 1, no extra dims
+        fits = w.ndim <= len(shape) and all(
+            d in (1, s) for d, s in zip(w.shape[::-1], shape[::-1], strict=False)
+        )
+        if not fits:
+            raise ValueError(
+                f"{name} has shape {w.shape}; it must broadcast to the logits' shape {shape}"
+            )
+    if w.dtype != dtype:
+        w = w.astype(dtype)
+    if not np.all((w >= 0) & (w < np.inf)):  # one pass; NaN fails both comparisons
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"{name} holds NaN or inf; it must be finite")
+        raise ValueError(f"{name} holds a negative value ({w.min()}); it must be >= 0")
+    return w
+
+
+def check_elementwise_grad_output(
+    grad_output: Any, reduction: str, shape: tuple[int, ...]
+) -> float | np.ndarray:
+    """grad_output of an elementwise loss: a float for a scalar (any reduction), else (for
+    reduction "none" only) a float64 array of the logits' ``shape``."""
+    if type(grad_output) is float or type(grad_output) is int:  # the common case, kept cheap
+        return float(grad_output)
+    g = np.asarray(grad_output)
+    if g.ndim == 0:
+        return float(check_grad_output(g, reduction, ())[0])
+    return check_grad_output(g, reduction, shape).reshape(shape)
+
+
+class BinaryArgs(NamedTuple):
+    """The checked arguments of a binary cross-entropy call (see :func:`binary_args`)."""
+
+    z: np.ndarray  # logits in their compute dtype, any shape
+    target: np.ndarray  # z's shape and dtype
+    weight: np.ndarray | None  # z's dtype, broadcastable to z's shape
+    pos_weight: np.ndarray | None  # as weight
+    reduction: str
+    grad_output: float | np.ndarray  # a float, or float64 of z's shape (reduction "none")
+
+
+def binary_args(
+    logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any, grad_output: Any
+) -> BinaryArgs:
+    """Every check of the binary cross-entropy family, in the order the errors are raised."""
+    z = as_float_array(logits, "logits")
+    reduction = check_reduction(reduction)
+    y = check_binary_target(target, z.shape, z.dtype)
+    w = check_broadcast_weight(weight, "weight", z.shape, z.dtype)
+    pw = check_broadcast_weight(pos_weight, "pos_weight", z.shape, z.dtype)
+    g = check_elementwise_grad_output(grad_output, reduction, z.shape)
+    return BinaryArgs(z, y, w, pw, reduction, g)
+
+
 def check_z_loss(z_loss: Any) -> float:
     """The z-loss coefficient: a finite real >= 0."""
     if type(z_loss) is float and 0.0 <= z_loss < math.inf:  # the common case, kept cheap
@@ -527,6 +601,11 @@ def kernel_input(a: np.ndarray) -> np.ndarray:
     return np.asarray(_WritableAlias(a))
 
 
+def to_flat(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous 1-D kernel input of ``x``'s entries in C order (a view when possible)."""
+    return kernel_input(np.ascontiguousarray(x).reshape(-1))
+
+
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """A C-contiguous (rows, classes) kernel input with ``axis`` last (a view when possible)."""
     if axis == x.ndim - 1 and x.flags.c_contiguous:
@@ -536,12 +615,15 @@ def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 class RowsOut:
-    """Where a kernel writes its (rows, classes) result, and how it becomes the returned array.
+    """Where a kernel writes its result, and how it becomes the returned array.
 
-    Writes straight into ``out`` when ``out`` (axis last) is C-contiguous and either overlaps no
-    input or is laid out exactly like the input rows it overwrites (in place); otherwise into a
-    fresh buffer that is copied into ``out`` at the end. ``read_late`` inputs are read after the
-    kernel has written parts of a row, so ``out`` must not overlap them at all.
+    The kernel writes ``rows``: a C-contiguous (rows, classes) array with ``axis`` last, or for
+    ``axis=None`` (elementwise kernels) a flat C-order vector of every entry. That is a view of
+    ``out`` when ``out`` has the kernel's ``dtype``, its view is C-contiguous, and it either
+    overlaps no input or is laid out exactly like the input it overwrites (in place); otherwise
+    a fresh buffer, copied into ``out`` at the end (a float16 ``out`` is rounded from a float32
+    buffer that way). ``read_late`` inputs are read after the kernel has written parts of a
+    row, so ``out`` must not overlap them at all.
     """
 
     def __init__(
@@ -549,38 +631,38 @@ class RowsOut:
         out: np.ndarray | None,
         shape: tuple[int, ...],
         dtype: np.dtype,
-        axis: int,
+        axis: int | None,
         inputs: tuple[np.ndarray, ...],
         read_late: tuple[np.ndarray, ...] = (),
     ):
         self._out = out
         self._axis = axis
-        if out is None and axis == len(shape) - 1:  # the common case, kept cheap
-            self._direct = False
+        self._direct = False
+        if axis is None:
             self._moved_shape = shape
-            self.rows = np.empty(shape, dtype=dtype).reshape(-1, shape[-1])
-            return
-        moved_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
-        classes = moved_shape[-1]
-        if out is not None:
-            moved = out if axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
+            view = (math.prod(shape),)
+        else:
+            if axis != len(shape) - 1:
+                shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
+            self._moved_shape = shape
+            view = (math.prod(shape[:-1]), shape[-1])
+        if out is not None and out.dtype == dtype:
+            moved = out if axis is None or axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
             if moved.flags.c_contiguous:
-                rows = moved.reshape(-1, classes)
+                rows = moved.reshape(view)
                 if all(_same_or_disjoint(rows, a) for a in inputs) and not any(
                     np.may_share_memory(rows, a) for a in read_late
                 ):
                     self.rows = rows
                     self._direct = True
                     return
-        self._direct = False
-        self._moved_shape = moved_shape
-        self.rows = np.empty((math.prod(moved_shape[:-1]), classes), dtype=dtype)
+        self.rows = np.empty(view, dtype=dtype)
 
     def result(self) -> np.ndarray:
         if self._direct:
             return self._out
         res = self.rows.reshape(self._moved_shape)
-        if self._axis != res.ndim - 1:
+        if self._axis is not None and self._axis != res.ndim - 1:
             res = np.moveaxis(res, -1, self._axis)
         if self._out is None:
             return res

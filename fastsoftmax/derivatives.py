@@ -62,8 +62,7 @@ def _product(
     if a.shape[axis] == 0:  # no classes: an empty result, nothing to compute
         return v.deliver(np.empty(a.shape, dtype), dtype, out)
     rows_a, rows_b = v.to_rows(a, axis), v.to_rows(b, axis)
-    # a float16 result is rounded from a float32 buffer, never written into `out` directly
-    dest = v.RowsOut(out if dtype == a.dtype else None, a.shape, a.dtype, axis, (rows_a, rows_b))
+    dest = v.RowsOut(out, a.shape, a.dtype, axis, (rows_a, rows_b))
     launch(kernel, rows_a.size, rows_a, rows_b, scale, dest.rows)
     return v.deliver(dest.result(), dtype, out)
 

@@ -31,8 +31,7 @@ def _rowwise(
     if x.shape[axis] == 0:  # no classes: an empty result, nothing to compute
         return v.deliver(np.empty(x.shape, dtype), dtype, out)
     rows = v.to_rows(x, axis)
-    # a float16 result is rounded from a float32 buffer, never written into `out` directly
-    dest = v.RowsOut(out if dtype == x.dtype else None, x.shape, x.dtype, axis, (rows,))
+    dest = v.RowsOut(out, x.shape, x.dtype, axis, (rows,))
     launch(kernel, rows.size, rows, scale, dest.rows, mask)
     return v.deliver(dest.result(), dtype, out)
 
