@@ -172,7 +172,24 @@ def _run(
     sums = np.empty(nblocks if want_loss and not store_loss else 0, dtype=np.float64)
     dest = v.RowsOut(out, shape, dtype, None, (x, t)) if want_grad else None
     grad = dest.rows if want_grad else np.empty(0, dtype=dtype)
-    total = launch(bce_flat, n, x, t, wv, pv, coef, loss, sums, grad, span)
+    total = launch(
+        bce_flat,
+        n,
+        x,
+        t,
+        wv,
+        pv,
+        coef,
+        loss,
+        sums,
+        grad,
+        span,
+        w_period == 0,
+        p_period == 0,
+        store_loss,
+        want_loss and not store_loss,
+        want_grad,
+    )
 
     result = None
     if want_loss:

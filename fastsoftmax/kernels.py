@@ -248,5 +248,8 @@ def binary_cross_entropy_with_logits_flat(x, y, grad):
     sums = np.empty(nblocks, dtype=np.float64)
     loss = np.empty(0, dtype=x.dtype)
     coef = 1.0 / n if n > 0 else np.nan
-    total = _bce(x, y, ones, ones, coef, loss, sums, grad, span)
+    want_grad = grad.shape[0] == n
+    total = _bce(
+        x, y, ones, ones, coef, loss, sums, grad, span, False, False, False, True, want_grad
+    )
     return total / n if n > 0 else np.nan

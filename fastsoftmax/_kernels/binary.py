@@ -126,57 +126,50 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
 # a read-only array: it is never written).
 
 
-def _sigmoid(x, out, span):
-    n = x.shape[0]
-    inplace = x.ctypes.data == out.ctypes.data
-    for b in prange((n + span - 1) // span):
-        ob = out[b * span : min(b * span + span, n)]
-        if inplace:  # ob is the memory of x: read and written through ob alone
-            for k in range(ob.shape[0]):
-                ob[k] = sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
-        else:
-            xb = x[b * span : min(b * span + span, n)]
-            for k in range(xb.shape[0]):
-                ob[k] = sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
+def _sigmoid_family(log: bool):
+    """The flat kernel ``(x, out, span)`` of sigmoid (``log`` False) or log_sigmoid (True);
+    ``log`` is a constant of the compiled code, so each has only its own branches."""
+
+    def kernel(x, out, span):
+        n = x.shape[0]
+        inplace = x.ctypes.data == out.ctypes.data
+        for b in prange((n + span - 1) // span):
+            ob = out[b * span : min(b * span + span, n)]
+            if inplace:  # ob is the memory of x: read and written through ob alone
+                for k in range(ob.shape[0]):
+                    e = vexp(-np.abs(ob[k]))
+                    ob[k] = log_sigmoid_from(ob[k], e) if log else sigmoid_from(ob[k], e)
+            else:
+                xb = x[b * span : min(b * span + span, n)]
+                for k in range(xb.shape[0]):
+                    e = vexp(-np.abs(xb[k]))
+                    ob[k] = log_sigmoid_from(xb[k], e) if log else sigmoid_from(xb[k], e)
+
+    kernel.__name__ = kernel.__qualname__ = "_log_sigmoid" if log else "_sigmoid"
+    return kernel
 
 
-def _log_sigmoid(x, out, span):
-    n = x.shape[0]
-    inplace = x.ctypes.data == out.ctypes.data
-    for b in prange((n + span - 1) // span):
-        ob = out[b * span : min(b * span + span, n)]
-        if inplace:  # ob is the memory of x: read and written through ob alone
-            for k in range(ob.shape[0]):
-                ob[k] = log_sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
-        else:
-            xb = x[b * span : min(b * span + span, n)]
-            for k in range(xb.shape[0]):
-                ob[k] = log_sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
-
-
-def _bce(x, t, w, pw, coef, loss, sums, grad, span):
+def _bce(
+    x, t, w, pw, coef, loss, sums, grad, span, w_full, pw_full, store_loss, want_sum, want_grad
+):
     """Fused binary cross-entropy over blocks of ``span`` elements.
 
-    w, pw: n entries (one per element), or at least ``span`` entries whose first ``span`` are
-    the same for every block.
-    loss: n entries to store per-element losses, else empty; sums: one float64 per block to
-    sum the losses, else empty; grad: n entries for ``coef * d loss / dx``, else empty (it may be
-    ``x`` itself: every element is read before it is written). Returns the sum of ``sums``.
+    w, pw: n entries (one per element) when ``w_full`` / ``pw_full``, else at least ``span``
+    entries whose first ``span`` are the same for every block. ``store_loss``: per-element
+    losses into ``loss`` (n entries); ``want_sum``: each block's sum of losses into ``sums``
+    (one float64 per block); ``want_grad``: ``coef * d loss / dx`` into ``grad`` (n entries; it
+    may be ``x`` itself: every element is read before it is written). Arrays not asked for may
+    be empty. Returns the sum of ``sums``.
     """
     n = x.shape[0]
     nblocks = (n + span - 1) // span
-    store_loss = loss.shape[0] == n
-    want_sum = sums.shape[0] == nblocks
-    want_grad = grad.shape[0] == n
-    full_w = w.shape[0] == n
-    full_pw = pw.shape[0] == n
     inplace = want_grad and grad.ctypes.data == x.ctypes.data
     for b in prange(nblocks):
         start = b * span
         stop = min(start + span, n)
         m = stop - start
-        wb = w[start:stop] if full_w else w[:m]
-        pwb = pw[start:stop] if full_pw else pw[:m]
+        wb = w[start:stop] if w_full else w[:m]
+        pwb = pw[start:stop] if pw_full else pw[:m]
         lb = loss[start:stop] if store_loss else loss
         gb = grad[start:stop] if want_grad else grad
         s = _bce_block(
@@ -200,6 +193,6 @@ def _bce(x, t, w, pw, coef, loss, sums, grad, span):
     return total
 
 
-sigmoid_flat = row_kernel(_sigmoid)
-log_sigmoid_flat = row_kernel(_log_sigmoid)
+sigmoid_flat = row_kernel(_sigmoid_family(log=False))
+log_sigmoid_flat = row_kernel(_sigmoid_family(log=True))
 bce_flat = row_kernel(_bce)

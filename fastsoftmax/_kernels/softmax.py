@@ -137,6 +137,15 @@ def short_row_total(e, m, i):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def softmax_or_log_row(x, scale, out, mask, log):
+    """:func:`softmax_row` (``log`` False) or :func:`log_softmax_row` (True)."""
+    if log:
+        log_softmax_row(x, scale, out, mask)
+    else:
+        softmax_row(x, scale, out, mask)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def short_rows(x, r0, r1, scale, out, log):
     """softmax (``log`` False) or log_softmax (True) of rows r0..r1 of a short-row array."""
     C = x.shape[1]
@@ -146,10 +155,7 @@ def short_rows(x, r0, r1, scale, out, log):
     for i in range(r0, r1):
         ok, rest = short_row_total(e, m, i - r0)
         if not ok:
-            if log:
-                log_softmax_row(x[i], scale, out[i], None)
-            else:
-                softmax_row(x[i], scale, out[i], None)
+            softmax_or_log_row(x[i], scale, out[i], None, log)
         elif log:
             lse = x.dtype.type(np.log1p(rest))
             mi = m[i - r0]
@@ -161,32 +167,25 @@ def short_rows(x, r0, r1, scale, out, log):
                 out[i, j] = e[(i - r0) * C + j] * inv
 
 
-def _softmax(x, scale, out, mask):
-    n, C = x.shape
-    if mask is not None:
-        for i in prange(n):
-            softmax_row(x[i], scale, out[i], mask[i])
-    elif C >= SHORT_ROW:
-        for i in prange(n):
-            softmax_row(x[i], scale, out[i], None)
-    else:
-        R = max(1, CHUNK // C)
-        for c in prange((n + R - 1) // R):
-            short_rows(x, c * R, min(n, c * R + R), scale, out, False)
+def _softmax_family(log: bool):
+    """The row loop ``(x, scale, out, mask)`` of softmax (``log`` False) or log_softmax (True);
+    ``log`` is a constant of the compiled code, so each has only its own branches."""
 
+    def kernel(x, scale, out, mask):
+        n, C = x.shape
+        if mask is not None:
+            for i in prange(n):
+                softmax_or_log_row(x[i], scale, out[i], mask[i], log)
+        elif C >= SHORT_ROW:
+            for i in prange(n):
+                softmax_or_log_row(x[i], scale, out[i], None, log)
+        else:
+            R = max(1, CHUNK // C)
+            for c in prange((n + R - 1) // R):
+                short_rows(x, c * R, min(n, c * R + R), scale, out, log)
 
-def _log_softmax(x, scale, out, mask):
-    n, C = x.shape
-    if mask is not None:
-        for i in prange(n):
-            log_softmax_row(x[i], scale, out[i], mask[i])
-    elif C >= SHORT_ROW:
-        for i in prange(n):
-            log_softmax_row(x[i], scale, out[i], None)
-    else:
-        R = max(1, CHUNK // C)
-        for c in prange((n + R - 1) // R):
-            short_rows(x, c * R, min(n, c * R + R), scale, out, True)
+    kernel.__name__ = kernel.__qualname__ = "_log_softmax" if log else "_softmax"
+    return kernel
 
 
 def _logsumexp(x, out):
@@ -208,6 +207,6 @@ def _logsumexp(x, out):
             out[i] = np.float64(m[i - r0]) + np.log1p(rest) if ok else logsumexp_row(x[i])
 
 
-softmax_rows = row_kernel(_softmax)
-log_softmax_rows = row_kernel(_log_softmax)
+softmax_rows = row_kernel(_softmax_family(log=False))
+log_softmax_rows = row_kernel(_softmax_family(log=True))
 logsumexp_rows = row_kernel(_logsumexp)
