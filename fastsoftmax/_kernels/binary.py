@@ -81,13 +81,55 @@ def bce_from(x, e, y, w, pw):
     return loss, sig * (a + b) - a
 
 
+# Loops here run over 0-based slices: with ``for k in range(start, stop)`` numba keeps the
+# negative-index wraparound on x[k], and an in-place loop (x[k] read and written) then does not
+# vectorize (measured 10x slower). In place (out is x), a loop reading x and writing a second
+# view of the same memory fails LLVM's runtime overlap check and runs its scalar fallback, so
+# the kernels compare data pointers and then run an in-place twin that reads and writes through
+# the output alone (x may be a read-only array: it is never written).
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def sigmoid_into(x, out, log):
+    """out = log_sigmoid(x) (``log``) or sigmoid(x), elementwise; ``out`` is not ``x``."""
+    for k in range(x.shape[0]):
+        e = vexp(-np.abs(x[k]))
+        out[k] = log_sigmoid_from(x[k], e) if log else sigmoid_from(x[k], e)
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def sigmoid_inplace(x, log):
+    """:func:`sigmoid_into` with ``out`` = ``x``: read and written through ``x`` alone."""
+    for k in range(x.shape[0]):
+        e = vexp(-np.abs(x[k]))
+        x[k] = log_sigmoid_from(x[k], e) if log else sigmoid_from(x[k], e)
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def bce_grad_into(x, t, w, pw, c, loss, grad):
+    """loss = the elementwise BCE loss, grad = c * d loss / dx; ``grad`` is not ``x``."""
+    for k in range(x.shape[0]):
+        lk, gk = bce_from(x[k], vexp(-np.abs(x[k])), t[k], w[k], pw[k])
+        loss[k] = lk
+        grad[k] = c * gk
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def bce_grad_inplace(x, t, w, pw, c, loss):
+    """:func:`bce_grad_into` with ``grad`` = ``x``: read and written through ``x`` alone."""
+    for k in range(x.shape[0]):
+        lk, gk = bce_from(x[k], vexp(-np.abs(x[k])), t[k], w[k], pw[k])
+        loss[k] = lk
+        x[k] = c * gk
+
+
 @njit(fastmath=_FLAGS, error_model="numpy", cache=True)
 def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, inplace):
     """Losses (stored and/or summed) and scaled gradients of one block; returns the float64 sum.
 
     The losses go to ``loss`` (or a scratch buffer) first and are summed by ``row_sum`` in a
     separate loop, so the sum is bit-identical whether or not the gradient is computed too.
-    ``inplace``: ``grad`` is ``x``, and the loop reads and writes through ``grad`` alone (see below).
+    ``inplace``: ``grad`` is ``x``.
     """
     n = x.shape[0]
     c = x.dtype.type(coef)
@@ -98,32 +140,15 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
         xs, ts, ws, ps = x[start:stop], t[start:stop], w[start:stop], pw[start:stop]
         dest = loss[start:stop] if store_loss else scratch[: stop - start]
         if want_grad and inplace:
-            gs = grad[start:stop]  # the memory of xs: read and written through gs alone
-            for k in range(stop - start):
-                lk, gk = bce_from(gs[k], vexp(-np.abs(gs[k])), ts[k], ws[k], ps[k])
-                dest[k] = lk
-                gs[k] = c * gk
+            bce_grad_inplace(grad[start:stop], ts, ws, ps, c, dest)
         elif want_grad:
-            gs = grad[start:stop]
-            for k in range(stop - start):
-                lk, gk = bce_from(xs[k], vexp(-np.abs(xs[k])), ts[k], ws[k], ps[k])
-                dest[k] = lk
-                gs[k] = c * gk
+            bce_grad_into(xs, ts, ws, ps, c, dest, grad[start:stop])
         else:
             for k in range(stop - start):
-                lk, gk = bce_from(xs[k], vexp(-np.abs(xs[k])), ts[k], ws[k], ps[k])
-                dest[k] = lk
+                dest[k] = bce_from(xs[k], vexp(-np.abs(xs[k])), ts[k], ws[k], ps[k])[0]
         if want_sum:
             total += row_sum(dest)
     return total
-
-
-# Loops here run over 0-based slices: with ``for k in range(start, stop)`` numba keeps the
-# negative-index wraparound on x[k], and an in-place loop (x[k] read and written) then does not
-# vectorize (measured 10x slower). In place (out is x), a loop reading x and writing a second
-# view of the same memory fails LLVM's runtime overlap check and runs its scalar fallback, so
-# the kernels compare data pointers and then read and write through the output alone (x may be
-# a read-only array: it is never written).
 
 
 def _sigmoid_family(log: bool):
@@ -135,15 +160,10 @@ def _sigmoid_family(log: bool):
         inplace = x.ctypes.data == out.ctypes.data
         for b in prange((n + span - 1) // span):
             ob = out[b * span : min(b * span + span, n)]
-            if inplace:  # ob is the memory of x: read and written through ob alone
-                for k in range(ob.shape[0]):
-                    e = vexp(-np.abs(ob[k]))
-                    ob[k] = log_sigmoid_from(ob[k], e) if log else sigmoid_from(ob[k], e)
+            if inplace:  # ob is the memory of x
+                sigmoid_inplace(ob, log)
             else:
-                xb = x[b * span : min(b * span + span, n)]
-                for k in range(xb.shape[0]):
-                    e = vexp(-np.abs(xb[k]))
-                    ob[k] = log_sigmoid_from(xb[k], e) if log else sigmoid_from(xb[k], e)
+                sigmoid_into(x[b * span : min(b * span + span, n)], ob, log)
 
     kernel.__name__ = kernel.__qualname__ = "_log_sigmoid" if log else "_sigmoid"
     return kernel

@@ -70,20 +70,32 @@ def log_softmax_row(x, scale, out, mask):
         return
     lse = T(np.log1p(row_exp_sum(x, m, scale, mask)))
     if same_memory(x, out):
-        _shifted_store(out, m, scale, lse, out, mask)
+        _shifted_store_inplace(out, m, scale, lse, mask)
     else:
         _shifted_store(x, m, scale, lse, out, mask)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _shifted_store(x, m, scale, lse, out, mask):
-    """out = (x - m) * scale - lse (-inf where masked); ``out`` may be the same array as ``x``."""
+    """out = (x - m) * scale - lse (-inf where masked); ``out`` is not ``x``."""
     T = x.dtype.type
     for j in range(x.shape[0]):
         v = (x[j] - m) * scale - lse
         if mask is not None:
             v = v if mask[j] else T(-np.inf)
         out[j] = v
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _shifted_store_inplace(x, m, scale, lse, mask):
+    """:func:`_shifted_store` with ``out`` = ``x``: read and written through ``x`` alone (given
+    the same array twice, LLVM leaves the loop scalar)."""
+    T = x.dtype.type
+    for j in range(x.shape[0]):
+        v = (x[j] - m) * scale - lse
+        if mask is not None:
+            v = v if mask[j] else T(-np.inf)
+        x[j] = v
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
