@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 REDUCTIONS = ("mean", "sum", "none")
+# The default ignore_index of the cross-entropy losses (PyTorch's).
+IGNORE_INDEX = -100
 
 
 _HALF = np.dtype(np.float16)

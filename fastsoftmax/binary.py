@@ -28,17 +28,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
-from ._kernels.binary import bce_flat, log_sigmoid_flat, sigmoid_flat
+from ._kernels.binary import SPAN, bce_kernel, log_sigmoid_kernel, sigmoid_kernel
 from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
 # The binary checks live in ``_validate``; these names are also imported from here (the Dask
 # adapter, the reference).
 from ._validate import check_binary_target, check_broadcast_weight  # noqa: F401
-
-# Elements per block of the flat elementwise kernels (the unit of the prange).
-SPAN = 4096
-
 
 # --------------------------------------------------------------------------- sigmoid
 
@@ -76,7 +72,7 @@ def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | np.f
     """
     if "dask" in sys.modules and dask_in(x):
         return dask_call("sigmoid", x, out=out)
-    return _elementwise(sigmoid_flat, x, out)
+    return _elementwise(sigmoid_kernel, x, out)
 
 
 def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | np.floating:
@@ -87,7 +83,7 @@ def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | 
     """
     if "dask" in sys.modules and dask_in(x):
         return dask_call("log_sigmoid", x, out=out)
-    return _elementwise(log_sigmoid_flat, x, out)
+    return _elementwise(log_sigmoid_kernel, x, out)
 
 
 # --------------------------------------------------------------------------- binary cross-entropy
@@ -173,7 +169,7 @@ def _run(
     dest = v.RowsOut(out, shape, dtype, None, (x, t)) if want_grad else None
     grad = dest.rows if want_grad else np.empty(0, dtype=dtype)
     total = launch(
-        bce_flat,
+        bce_kernel,
         n,
         x,
         t,

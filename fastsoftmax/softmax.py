@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
-from ._kernels.softmax import log_softmax_rows, logsumexp_rows, softmax_rows
+from ._kernels.softmax import log_softmax_kernel, logsumexp_kernel, softmax_kernel
 from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
@@ -71,7 +71,7 @@ def softmax(
     """
     if "dask" in sys.modules and dask_in(x, where):
         return dask_call("softmax", x, axis, temperature=temperature, out=out, where=where)
-    return _rowwise(softmax_rows, x, axis, temperature, out, where)
+    return _rowwise(softmax_kernel, x, axis, temperature, out, where)
 
 
 def log_softmax(
@@ -90,7 +90,7 @@ def log_softmax(
     """
     if "dask" in sys.modules and dask_in(x, where):
         return dask_call("log_softmax", x, axis, temperature=temperature, out=out, where=where)
-    return _rowwise(log_softmax_rows, x, axis, temperature, out, where)
+    return _rowwise(log_softmax_kernel, x, axis, temperature, out, where)
 
 
 def logsumexp(
@@ -134,5 +134,5 @@ def logsumexp(
         and not np.may_share_memory(out, x)
     )
     result = out if direct else np.empty(shape, x.dtype)
-    launch(logsumexp_rows, rows.size, rows, result.reshape(-1))
+    launch(logsumexp_kernel, rows.size, rows, result.reshape(-1))
     return v.deliver(result, dtype, out)

@@ -27,6 +27,9 @@ from numba import njit, prange
 from ._compile import row_kernel
 from ._math import BLOCK, FASTMATH, row_sum, vexp, vlog
 
+# Elements per block of the flat elementwise kernels (the unit of their prange).
+SPAN = 4096
+
 # No reassociation: the log1p trick needs (1 + e) - 1 computed as written.
 _EXACT_FLAGS = {"nsz", "contract"}
 # No FMA contraction in the elementwise formulas: LLVM contracted the vector body and the scalar
@@ -213,6 +216,6 @@ def _bce(
     return total
 
 
-sigmoid_flat = row_kernel(_sigmoid_family(log=False))
-log_sigmoid_flat = row_kernel(_sigmoid_family(log=True))
-bce_flat = row_kernel(_bce)
+sigmoid_kernel = row_kernel(_sigmoid_family(log=False))
+log_sigmoid_kernel = row_kernel(_sigmoid_family(log=True))
+bce_kernel = row_kernel(_bce)

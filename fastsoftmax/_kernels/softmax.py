@@ -219,6 +219,6 @@ def _logsumexp(x, out):
             out[i] = np.float64(m[i - r0]) + np.log1p(rest) if ok else logsumexp_row(x[i])
 
 
-softmax_rows = row_kernel(_softmax_family(log=False))
-log_softmax_rows = row_kernel(_softmax_family(log=True))
-logsumexp_rows = row_kernel(_logsumexp)
+softmax_kernel = row_kernel(_softmax_family(log=False))
+log_softmax_kernel = row_kernel(_softmax_family(log=True))
+logsumexp_kernel = row_kernel(_logsumexp)

@@ -76,6 +76,6 @@ def _jacobian(p, out):
             out[i, j, j] = pj * (T(1.0) - pj)
 
 
-jvp_rows = row_kernel(_jvp)
-log_softmax_vjp_rows = row_kernel(_log_softmax_vjp)
-jacobian_rows = row_kernel(_jacobian)
+jvp_kernel = row_kernel(_jvp)
+log_softmax_vjp_kernel = row_kernel(_log_softmax_vjp)
+jacobian_kernel = row_kernel(_jacobian)
