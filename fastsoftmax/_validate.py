@@ -97,6 +97,22 @@ def common_dtype(*arrays: Any, names: tuple[str, ...]) -> np.dtype:
     return np.result_type(*dtypes)
 
 
+def _real(value: Any, name: str, what: str = "a real number") -> float:
+    """``value`` as a float; TypeError unless it is a real number (a bool is not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (numbers.Real, np.floating, np.integer)
+    ):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, name: str, what: str = "an integer") -> int:
+    """``value`` as an int; TypeError unless it is an integer (a bool is not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
 def normalize_axis(axis: Any, ndim: int) -> int:
     """A valid non-negative axis for an array of ``ndim`` >= 1 dimensions."""
     if type(axis) is int and -ndim <= axis < ndim:
@@ -105,11 +121,10 @@ def normalize_axis(axis: Any, ndim: int) -> int:
         raise ValueError(
             "expected an array with at least 1 dimension (the class axis), got a scalar"
         )
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral, np.integer)):
-        raise TypeError(f"axis must be an integer, got {axis!r}")
-    if not -ndim <= axis < ndim:
-        raise np.exceptions.AxisError(int(axis), ndim)
-    return int(axis) % ndim
+    value = _integer(axis, "axis")
+    if not -ndim <= value < ndim:
+        raise np.exceptions.AxisError(value, ndim)
+    return value % ndim
 
 
 def check_classes(shape: tuple[int, ...], axis: int) -> int:
@@ -127,11 +142,7 @@ def inverse_temperature(temperature: Any) -> float:
     """1 / temperature, for a finite temperature > 0."""
     if type(temperature) is float and 0.0 < temperature < math.inf:
         return 1.0 / temperature
-    if isinstance(temperature, (bool, np.bool_)) or not isinstance(
-        temperature, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}")
-    t = float(temperature)
+    t = _real(temperature, "temperature")
     if not (math.isfinite(t) and t > 0.0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
     if not math.isfinite(1.0 / t):
@@ -185,11 +196,7 @@ def check_label_smoothing(label_smoothing: Any) -> float:
         type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
     ):  # the common case, kept cheap
         return label_smoothing
-    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
-        label_smoothing, (numbers.Real, np.floating)
-    ):
-        raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
-    eps = float(label_smoothing)
+    eps = _real(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     return eps
@@ -200,11 +207,7 @@ def check_ignore_index(ignore_index: Any) -> int:
         type(ignore_index) is int and -(2**63) <= ignore_index < 2**63
     ):  # the common case, kept cheap
         return ignore_index
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(
-        ignore_index, (numbers.Integral, np.integer)
-    ):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    value = int(ignore_index)
+    value = _integer(ignore_index, "ignore_index")
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"ignore_index must fit in int64, got {ignore_index!r}")
     return value
@@ -465,11 +468,7 @@ def check_z_loss(z_loss: Any) -> float:
     """The z-loss coefficient: a finite real >= 0."""
     if type(z_loss) is float and 0.0 <= z_loss < math.inf:  # the common case, kept cheap
         return z_loss
-    if isinstance(z_loss, (bool, np.bool_)) or not isinstance(
-        z_loss, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"z_loss must be a real number, got {z_loss!r}")
-    value = float(z_loss)
+    value = _real(z_loss, "z_loss")
     if not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0, got {z_loss!r}")
     return value
@@ -480,11 +479,7 @@ def check_softcap(softcap: Any, scale: Any, dtype: np.dtype) -> tuple[float | No
     c and c * scale as a scalar of ``dtype`` (the kernel then runs on tanh(z / c))."""
     if softcap is None:
         return None, scale
-    if isinstance(softcap, (bool, np.bool_)) or not isinstance(
-        softcap, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"softcap must be None or a real number, got {softcap!r}")
-    cap = float(softcap)
+    cap = _real(softcap, "softcap", "None or a real number")
     if not (math.isfinite(cap) and cap > 0.0):
         raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
     capped_scale = dtype.type(cap * float(scale))
@@ -499,13 +494,10 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     """Rows per chunk: None (chosen from the memory budget) or an integer >= 1."""
     if chunk_size is None:
         return None
-    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(
-        chunk_size, (numbers.Integral, np.integer)
-    ):
-        raise TypeError(f"chunk_size must be None or an integer, got {chunk_size!r}")
-    if chunk_size < 1:
+    value = _integer(chunk_size, "chunk_size", "None or an integer")
+    if value < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
-    return int(chunk_size)
+    return value
 
 
 def check_linear(

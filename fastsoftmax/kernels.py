@@ -136,6 +136,18 @@ def log_softmax_vjp_rows(logp, g, out):
 
 
 @njit(cache=True)
+def _unweighted_mean_operands(logits, grad):
+    """(class weights 1, grad_output 1 per row, per-row loss buffer, gradient rows, whether the
+    gradient is wanted) for the internal cross-entropy kernels: ``grad`` with 0 rows skips the
+    gradient (a (1, classes) dummy goes in its place)."""
+    n, classes = logits.shape
+    want_grad = grad.shape[0] == n
+    g = grad if want_grad else np.empty((1, classes), dtype=logits.dtype)
+    ones = np.ones(classes, dtype=logits.dtype)
+    return ones, np.ones(n, dtype=np.float64), np.empty(n, dtype=np.float64), g, want_grad
+
+
+@njit(cache=True)
 def cross_entropy_index_rows(logits, target, grad):
     """Mean softmax cross-entropy over the rows, and its gradient, in one fused pass per row.
 
@@ -154,12 +166,7 @@ def cross_entropy_index_rows(logits, target, grad):
     -------
     float (float64)
     """
-    n = logits.shape[0]
-    weight = np.ones(logits.shape[1], dtype=logits.dtype)
-    gout = np.ones(n, dtype=np.float64)
-    losses = np.empty(n, dtype=np.float64)
-    want_grad = grad.shape[0] == n
-    g = grad if want_grad else np.empty((1, logits.shape[1]), dtype=logits.dtype)
+    weight, gout, losses, g, want_grad = _unweighted_mean_operands(logits, grad)
     one = logits.dtype.type(1.0)
     return _ce_index(
         logits, target, weight, IGNORE_INDEX, 0.0, 0.0, one, gout, True, losses, g, want_grad, None
@@ -183,12 +190,7 @@ def cross_entropy_prob_rows(logits, target, grad):
     -------
     float (float64)
     """
-    n = logits.shape[0]
-    weight = np.ones(logits.shape[1], dtype=logits.dtype)
-    gout = np.ones(n, dtype=np.float64)
-    losses = np.empty(n, dtype=np.float64)
-    want_grad = grad.shape[0] == n
-    g = grad if want_grad else np.empty((1, logits.shape[1]), dtype=logits.dtype)
+    weight, gout, losses, g, want_grad = _unweighted_mean_operands(logits, grad)
     return _ce_prob(
         logits,
         target,

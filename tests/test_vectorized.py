@@ -74,6 +74,7 @@ PROBES = textwrap.dedent("""
     a = np.linspace(-3.0, 3.0, 1000).astype(f32)
     b = np.linspace(1.0, -1.0, 1000).astype(f32)
     one = f32(1.0)
+    t, w = (b > 0).astype(f32), np.ones_like(a)
     calls = {
         "exps_over_x": (exps_over_x, (a.copy(), f32(3.0), one)),
         "log_softmax_store": (log_softmax_store, (a.copy(), f32(3.0), one, f32(0.5))),
@@ -85,7 +86,7 @@ PROBES = textwrap.dedent("""
         "log_sigmoid_over_x": (log_sigmoid_over_x, (a.copy(),)),
         "bce_grad_over_x": (
             bce_grad_over_x,
-            (a.copy(), (b > 0).astype(f32), np.ones_like(a), np.ones_like(a), one, np.empty_like(a)),
+            (a.copy(), t, w, w, one, np.empty_like(a)),
         ),
     }
     asm = {}

@@ -53,6 +53,14 @@ def _limit_probs(z, j, k, mask):
     return 1.0 / k, np.log(k)
 
 
+@njit(error_model="numpy", cache=True)
+def _nan_row(grad, want_grad):
+    """The loss (NaN) of a row holding NaN; its gradient, if asked, is NaN too."""
+    if want_grad:
+        grad[:] = np.nan
+    return np.nan
+
+
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _scaled(share, w, x):
     """share * (w * x), in that order: share * w may underflow to 0 for a subnormal class weight
@@ -144,7 +152,7 @@ def _index_row(z, y, weight, wsum, ignore_index, eps, zl, s, coef, grad, want_gr
             if want_grad:
                 c1, c2, c3 = _index_grad_coefs(rest, lse, a, b, A, s, zl, coef, T)
                 # the exps are in grad: read and written through grad alone (the loops
-                # vectorize; ``_index_short_rows`` has the twin reading its scratch)
+                # vectorize; the short-row path in ``_index`` has the twin reading scratch)
                 if b != 0.0:
                     zero = T(0.0)
                     for j in range(C):
@@ -162,9 +170,7 @@ def _index_row(z, y, weight, wsum, ignore_index, eps, zl, s, coef, grad, want_gr
                 grad[y] -= c3
             return loss
     if row_has_nan(z, mask):
-        if want_grad:
-            grad[:] = np.nan
-        return np.nan
+        return _nan_row(grad, want_grad)
     # a row with +inf or only -inf logits: the limits of p and -log p, term by term
     k = row_count_posinf(z, mask)
     loss = a * _limit_probs(z, y, k, mask)[1] if a != 0.0 else 0.0
@@ -183,55 +189,6 @@ def _index_row(z, y, weight, wsum, ignore_index, eps, zl, s, coef, grad, want_gr
     return loss
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_short_rows(
-    z,
-    r0,
-    r1,
-    target,
-    weight,
-    wsum,
-    ignore_index,
-    eps,
-    zl,
-    s,
-    gout,
-    inv_denom,
-    loss,
-    grad,
-    want_grad,
-):
-    """Rows r0..r1 of an array of short rows (C < SHORT_ROW, no mask): the exps of all the rows
-    in one vectorized loop into scratch (as ``softmax.short_rows``), then each row's loss and
-    gradient from them. Everything reads z before row i's gradient is written, so grad may be z.
-    """
-    C = z.shape[1]
-    e = np.empty((r1 - r0) * C, dtype=z.dtype)
-    m = np.empty(r1 - r0, dtype=z.dtype)
-    short_rows_exp(z, r0, r1, s, e, m)
-    for i in range(r0, r1):
-        y = target[i]
-        coef = gout[i] * inv_denom
-        g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
-        ok, rest = short_row_total(e, m, i - r0)
-        if y == ignore_index or not ok:  # ignored, or NaN, +inf or only -inf: the row code
-            loss[i] = _index_row(
-                z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
-            )
-            continue
-        a, b, A = _index_coefs(weight, y, wsum, eps, C)
-        mi = m[i - r0]
-        gap = _weighted_gap(weight, z[i], mi, None) if b != 0.0 else 0.0
-        zy = np.float64(z[i, y])
-        off = (i - r0) * C  # the row's exps: e[off : off + C]
-        loss[i], lse = _index_loss(rest, mi, zy, gap, a, b, A, s, zl)
-        if want_grad:
-            c1, c2, c3 = _index_grad_coefs(rest, lse, a, b, A, s, zl, coef, z.dtype.type)
-            for j in range(C):
-                g[j] = c1 * e[off + j] - c2 * weight[j]
-            g[y] -= c3
-
-
 def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, want_grad, mask):
     n, C = z.shape
     wsum = row_sum(weight)
@@ -243,26 +200,35 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
                 denom += weight[target[i]]
         inv_denom = 1.0 / denom if denom != 0.0 else np.nan
     if mask is None and C < SHORT_ROW:
+        # short rows, a chunk at a time: the exps of all its rows in one vectorized loop into
+        # scratch (as ``softmax.short_rows``), then each row's loss and gradient from them.
+        # Everything reads z before row i's gradient is written, so grad may be z.
         R = max(1, CHUNK // C)
         for c in prange((n + R - 1) // R):
             r0, r1 = c * R, min(n, c * R + R)
-            _index_short_rows(
-                z,
-                r0,
-                r1,
-                target,
-                weight,
-                wsum,
-                ignore_index,
-                eps,
-                zl,
-                s,
-                gout,
-                inv_denom,
-                loss,
-                grad,
-                want_grad,
-            )
+            e = np.empty((r1 - r0) * C, dtype=z.dtype)
+            m = np.empty(r1 - r0, dtype=z.dtype)
+            short_rows_exp(z, r0, r1, s, e, m)
+            for i in range(r0, r1):
+                y, coef = target[i], gout[i] * inv_denom
+                g = grad[i] if want_grad else grad[0]  # a (1, C) dummy without want_grad
+                ok, rest = short_row_total(e, m, i - r0)
+                if y == ignore_index or not ok:  # ignored, or NaN, +-inf: the general row code
+                    loss[i] = _index_row(
+                        z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
+                    )
+                    continue
+                a, b, A = _index_coefs(weight, y, wsum, eps, C)
+                mi = m[i - r0]
+                gap = _weighted_gap(weight, z[i], mi, None) if b != 0.0 else 0.0
+                zy = np.float64(z[i, y])
+                loss[i], lse = _index_loss(rest, mi, zy, gap, a, b, A, s, zl)
+                if want_grad:
+                    c1, c2, c3 = _index_grad_coefs(rest, lse, a, b, A, s, zl, coef, z.dtype.type)
+                    off = (i - r0) * C  # the row's exps: e[off : off + C]
+                    for j in range(C):
+                        g[j] = c1 * e[off + j] - c2 * weight[j]
+                    g[y] -= c3
     else:
         for i in prange(n):
             y, coef = target[i], gout[i] * inv_denom
@@ -333,9 +299,7 @@ def _prob_row(z, t, weight, eps, zl, s, coef, grad, want_grad, mask):
                     grad[j] = g
             return loss
     if row_has_nan(z, mask):
-        if want_grad:
-            grad[:] = np.nan
-        return np.nan
+        return _nan_row(grad, want_grad)
     k = row_count_posinf(z, mask)
     loss = np.inf if zl != 0.0 else np.float64(0.0)  # L = +inf or -inf
     for c in range(C):
