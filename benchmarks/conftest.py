@@ -13,10 +13,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Versions, the numba threading layer and the thread counts the numbers were taken with."""
-    from fastsoftmax import _bench
+    from fastsoftmax.bench import report
 
     try:
-        env = _bench.environment()
+        env = report.environment()
     except Exception as exc:  # noqa: BLE001 - a broken build should fail in the tests, not here
         return [f"fastsoftmax environment unavailable: {exc!r}"]
-    return _bench.format_header(env).splitlines()[1:]
+    return report.format_header(env).splitlines()[1:]

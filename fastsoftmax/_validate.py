@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._kernels.checks import first_bad_target
+
 REDUCTIONS = ("mean", "sum", "none")
 # The default ignore_index of the cross-entropy losses (PyTorch's).
 IGNORE_INDEX = -100
@@ -248,18 +250,19 @@ def check_target(
             raise ValueError(
                 f"class-index target has shape {t.shape}; expected {batch} (logits.shape[:-1])"
             )
-        # two reductions settle the common case; the full check only when some entry is outside
-        # [0, C) (out of range, or ignore_index)
-        if t.size and not (t.min() >= 0 and t.max() < classes):
-            bad = ~((t == ignore_index) | ((t >= 0) & (t < classes)))
-            if np.any(bad):
-                where = tuple(int(i) for i in np.argwhere(bad)[0]) if t.ndim else ()
-                value = t[where] if t.ndim else t[()]
-                raise ValueError(
-                    f"target value {value} at index {where} is out of range [0, {classes}) "
-                    f"and is not ignore_index={ignore_index}"
-                )
-        return kernel_input(np.ascontiguousarray(t, dtype=np.int64).reshape(-1)), True
+        if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+            # beyond int64: out of range, found before the conversion below wraps it
+            bad = int(np.argmax(t > np.iinfo(np.int64).max))
+        else:
+            flat = kernel_input(np.ascontiguousarray(t, dtype=np.int64).reshape(-1))
+            bad = first_bad_target(flat, classes, ignore_index)
+        if bad >= 0:
+            where = tuple(int(i) for i in np.unravel_index(bad, t.shape)) if t.ndim else ()
+            raise ValueError(
+                f"target value {t[where] if t.ndim else t[()]} at index {where} is out of range "
+                f"[0, {classes}) and is not ignore_index={ignore_index}"
+            )
+        return flat, True
     if t.dtype.kind == "f":
         if t.shape != logits_shape:
             raise ValueError(

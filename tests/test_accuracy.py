@@ -1,7 +1,8 @@
 """Accuracy of the vectorized exp/log and of softmax on long rows, against high-precision oracles.
 
 Targets: float32 softmax within 3e-6 relative error of a float64 reference for every row length
-up to 2**20 (entries above 1e-30); float64 within 1e-13 of a longdouble reference.
+up to 2**20 (entries above 1e-30), and no worse than PyTorch's on the same rows; float64 within
+1e-13 of a longdouble reference.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from conftest import PLAIN_PYTHON, jit_only, needs_jit
 from numba import njit
 
 import fastsoftmax as fs
-from fastsoftmax._kernels._math import vexp, vlog
+from fastsoftmax._kernels._math import exp_shifted, vexp, vlog
 
 # rows of 2**20 elements: seconds each, so in the slow set
 LONGEST = pytest.param(20, marks=pytest.mark.slow)
@@ -32,6 +33,12 @@ def _apply_vexp(x, out):
 def _apply_vlog(x, out):
     for j in range(x.shape[0]):
         out[j] = vlog(x[j])
+
+
+@njit(error_model="numpy")
+def _apply_exp_shifted(x, shift, scale, out):
+    for j in range(x.shape[0]):
+        out[j] = exp_shifted(x[j], shift, scale)
 
 
 def _ulp_error(got, exact, dtype):
@@ -146,3 +153,44 @@ def test_compensated_subtraction_is_what_keeps_float32_accurate():
     assert (np.abs(rounded - want) / want)[big].max() > 3e-6
     p = _float64_softmax(x)
     assert (np.abs(fs.softmax(x) - p) / p)[p > 1e-30].max() < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1.0, 1 / 3, 2.5, 20.0])
+def test_exp_shifted_is_exact_in_the_shift_and_the_scale(dtype, scale):
+    """float32: exp((x - shift) * scale) within 1 ulp (relative 1.2e-7) of the exact value for the
+    rounded inputs, down to the smallest normal result: the rounding errors of x - shift and of
+    the product reach the exp (a plain float32 (x - shift) * scale loses up to ~|u| 6e-8); below
+    it (subnormal results) within 2 units of the smallest subnormal. float64 rounds x - shift and
+    the product: (2 + |u|) eps, in absolute terms below the smallest normal."""
+    info = np.finfo(dtype)
+    scale = dtype(scale)
+    shift = dtype(3.7)
+    u = np.linspace(np.log(float(info.smallest_subnormal)) - 2.0, 0.0, 300_001)
+    x = (shift + u / float(scale)).astype(dtype)
+    got = np.empty_like(x)
+    _apply_exp_shifted(x, shift, scale, got)
+    exact = np.exp((x.astype(np.longdouble) - np.longdouble(shift)) * np.longdouble(scale))
+    allowed = float(info.eps) * (np.ones_like(u) if dtype == np.float32 else 2.0 + np.abs(u))
+    normal = exact >= info.tiny
+    rel = np.abs(got[normal].astype(np.longdouble) - exact[normal]) / exact[normal]
+    assert np.all(rel <= allowed[normal])
+    sub = ~normal
+    err = np.abs(got[sub].astype(np.longdouble) - exact[sub])
+    assert np.all(err <= 2 * float(info.smallest_subnormal) + allowed[sub] * float(info.tiny))
+
+
+@needs_jit
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_float32_softmax_no_less_accurate_than_torch(temperature):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((4, 4096)) * 12).astype(np.float32)
+    want = _float64_softmax(x.astype(np.float64) / temperature)
+    got = fs.softmax(x, temperature=temperature)
+    theirs = torch.softmax(torch.from_numpy(x) / temperature, dim=-1).numpy()
+    for floor in (1e-10, 1e-30):
+        big = want > floor
+        ours = (np.abs(got - want) / want)[big].max()
+        peer = (np.abs(theirs - want) / want)[big].max()
+        assert ours <= peer, (floor, ours, peer)

@@ -1,5 +1,6 @@
-"""The LM-head benchmark (``bench --lm-head``): every implementation computes the same loss and
-gradients, the worker reports time and memory, the table and the command-line shapes."""
+"""The LM-head benchmark (``bench --lm-head``, ``fastsoftmax.bench.linear``): every implementation
+computes the same loss and gradients, the worker reports time and memory, the table and the
+command-line shapes."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 from fastsoftmax import __main__ as cli
-from fastsoftmax import _bench_linear as bl
 from fastsoftmax import reference as ref
+from fastsoftmax.bench import linear as bl
 
 
 @pytest.mark.parametrize("impl", bl.IMPLS)

@@ -480,6 +480,7 @@ def test_every_file_with_compiled_code_is_in_the_key():
                 if JIT_USE.search(source.read()):
                     compiled.add(os.path.relpath(f, PACKAGE).replace(os.sep, "/"))
     compiled.discard("_info.py")  # an uncached probe loop, called by nothing else
+    compiled.discard("bench/overhead.py")  # an uncached timing loop around a kernel
     assert compiled
     for name in compiled:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in _cache.COMPILED_SOURCES), name

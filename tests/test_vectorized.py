@@ -32,11 +32,15 @@ PROBES = textwrap.dedent("""
     import numpy as np
     from numba import njit
 
-    from fastsoftmax._kernels import _math, binary, jvp, softmax
+    from fastsoftmax._kernels import _math, binary, derivatives, softmax
 
     @njit
-    def exps_over_x(x, shift, scale):  # softmax and cross-entropy rows, out = x
-        return _math.row_exp_inplace(x, shift, scale, None)
+    def exps_over_x(x, shift, scale):  # log_softmax and cross-entropy rows, out = x
+        return _math._exp_inplace_exact(x, shift, scale, x, None)
+
+    @njit
+    def plain_exps_over_x(x, shift, scale):  # softmax rows, out = x
+        return _math._exp_inplace_plain(x, shift, scale, x, None)
 
     @njit
     def log_softmax_store(x, m, scale, lse):  # log_softmax, out = x
@@ -44,19 +48,19 @@ PROBES = textwrap.dedent("""
 
     @njit
     def jvp_over_p(p, v, dot, scale):  # softmax_jvp / softmax_vjp, out = probs
-        jvp._jvp_row_inplace(p, v, dot, scale, True)
+        derivatives._jvp_row_inplace(p, v, dot, scale, True)
 
     @njit
     def jvp_over_v(p, v, dot, scale):  # softmax_jvp / softmax_vjp, out = tangent
-        jvp._jvp_row_inplace(v, p, dot, scale, False)
+        derivatives._jvp_row_inplace(v, p, dot, scale, False)
 
     @njit
     def log_softmax_vjp_over_logp(logp, g, total, scale):  # log_softmax_vjp, out = log_probs
-        jvp._log_softmax_vjp_row_inplace(logp, g, total, scale, True)
+        derivatives._log_softmax_vjp_row_inplace(logp, g, total, scale, True)
 
     @njit
     def log_softmax_vjp_over_g(logp, g, total, scale):  # log_softmax_vjp, out = cotangent
-        jvp._log_softmax_vjp_row_inplace(g, logp, total, scale, False)
+        derivatives._log_softmax_vjp_row_inplace(g, logp, total, scale, False)
 
     @njit
     def sigmoid_over_x(x):  # sigmoid, out = x
@@ -77,6 +81,7 @@ PROBES = textwrap.dedent("""
     t, w = (b > 0).astype(f32), np.ones_like(a)
     calls = {
         "exps_over_x": (exps_over_x, (a.copy(), f32(3.0), one)),
+        "plain_exps_over_x": (plain_exps_over_x, (a.copy(), f32(3.0), one)),
         "log_softmax_store": (log_softmax_store, (a.copy(), f32(3.0), one, f32(0.5))),
         "jvp_over_p": (jvp_over_p, (a.copy(), b, f32(0.1), one)),
         "jvp_over_v": (jvp_over_v, (a, b.copy(), f32(0.1), one)),
@@ -98,6 +103,7 @@ PROBES = textwrap.dedent("""
 
 NAMES = [
     "exps_over_x",
+    "plain_exps_over_x",
     "log_softmax_store",
     "jvp_over_p",
     "jvp_over_v",

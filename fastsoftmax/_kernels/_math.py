@@ -134,10 +134,64 @@ def _exp_f64(hi, lo):
     return y
 
 
-@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
-def _product_error(a, b, p):
-    """a * b - p exactly for p = fl(a * b): compiled with ``contract`` this is one FMA."""
-    return a * b - p
+@intrinsic
+def _product_error(typingctx, a, b, p):
+    """a * b - p exactly for p = fl(a * b): one fused multiply-add, fma(a, b, -p).
+
+    Written as ``a * b - p`` and left to ``contract``, LLVM computes a * b once for p and for
+    this, and the shared product is not fused: the result was 0.
+    """
+    if not (a == b == p and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fty = args[0].type
+        name = "llvm.fma.f32" if a == types.float32 else "llvm.fma.f64"
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty] * 3), name)
+        return builder.call(fma, [args[0], args[1], builder.fneg(args[2])])
+
+    return a(a, b, p), codegen
+
+
+@intrinsic
+def _magic_pow2(typingctx, t):
+    """2.0**k from a float32 t whose low mantissa bits hold the biased exponent k + 127 (see
+    ``_exp_shifted_f32``): the bits of t shifted into the exponent field. One integer shift."""
+    if t != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.bitcast(args[0], i32), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return t(t), codegen
+
+
+# exp_shifted for float32: u = (x - shift) * scale <= 0 in every caller (shift is the row maximum;
+# masked entries above it are computed and discarded). u * log2(e) + MAGIC rounds to an integer
+# n, left as n + 64 + 127 in the low mantissa bits (MAGIC = 1.5 * 2**23 + 64 + 127), which
+# ``_magic_pow2`` turns into 2**(n + 64): a normal number for every n down to -190, so one
+# scaling and a final product by 2**-64 give the subnormal results too (rounded once). r = u - n
+# ln2 in two FMA steps (ln2 = LN2_HI - LN2_LO, LN2_HI of 21 significant bits); exp(r) = 1 + r q(r)
+# with q of degree 5 from a minimax fit of the relative error on |r| <= ln2/2: 1.7e-8 with these
+# float32 coefficients, so that the result is within ~0.6 ulp (degree 4 gives 9.4e-8, ~1.3 ulp,
+# which made softmax less accurate than PyTorch's; degree 3 2.8e-6).
+_MAGIC_32 = np.float32(12583103.0)
+_TWO_M64_32 = np.float32(2.0**-64)
+_LN2_HI_E32 = np.float32(float.fromhex("0x1.62e43p-1"))
+_LN2_LO_E32 = np.float32(float.fromhex("0x1.05c61p-29"))
+_Q_32 = tuple(
+    np.float32(float.fromhex(c))
+    for c in (
+        "0x1p0",
+        "0x1.fffffcp-2",
+        "0x1.55541ap-3",
+        "0x1.555824p-5",
+        "0x1.1267b4p-7",
+        "0x1.6ae702p-10",
+    )
+)
 
 
 @njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
@@ -145,9 +199,20 @@ def _exp_shifted_f32(x, shift, scale):
     d = x - shift
     t = d - x
     err = (x - (d - t)) - (shift + t)  # TwoSum: d + err == x - shift exactly
-    hi = d * scale
-    lo = _product_error(d, scale, hi) + err * scale
-    return _exp_f32(hi, lo)
+    u = d * scale
+    lo = _product_error(d, scale, u) + err * scale  # u + lo == (x - shift) * scale to ~1e-14
+    t = u * _LOG2E_32 + _MAGIC_32
+    n = t - _MAGIC_32
+    r = u - n * _LN2_HI_E32
+    r = r + n * _LN2_LO_E32 + lo
+    q = _Q_32[5] * r + _Q_32[4]
+    q = q * r + _Q_32[3]
+    q = q * r + _Q_32[2]
+    q = q * r + _Q_32[1]
+    q = q * r + _Q_32[0]
+    s = _magic_pow2(t)
+    y = ((r * s) * q + s) * _TWO_M64_32
+    return np.float32(0.0) if u < _XMIN_32 else y
 
 
 @njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
@@ -158,10 +223,11 @@ def _exp_shifted_f64(x, shift, scale):
 def exp_shifted(x, shift, scale):
     """exp((x - shift) * scale), vectorizable, in the dtype of x.
 
-    float32 feeds the rounding errors of the subtraction (TwoSum) and of the product (FMA) into
-    the reduction, so softmax entries far below the row maximum keep ~1e-7 relative accuracy,
-    where a plain ``exp(x - m)`` loses |x - m| * 6e-8. float64 does not need it (|x - m| * 1.1e-16
-    stays below 1e-14 for every entry above 1e-30) and LLVM will not vectorize the longer form.
+    For ``shift`` >= x (the callers pass the row maximum). float32 feeds the rounding errors of
+    the subtraction (TwoSum) and of the product (FMA) into the reduction, so softmax entries far
+    below the row maximum keep ~2e-7 relative accuracy, where a plain ``exp(x - m)`` loses up to
+    half an ulp of x - m (3.8e-6 at entries of 1e-30). float64 does
+    not need the compensation (|x - m| * 1.1e-16 stays below 1e-14 for every entry above 1e-30).
     """
     with np.errstate(all="ignore"):  # Python calls (numba compiles the overload below)
         if isinstance(x, np.float32):
@@ -401,6 +467,10 @@ if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (coverage runs): intrinsics 
     def _pow2(k):  # k is integral; out of the normal range the callers discard the result
         return np.ldexp(type(k)(1.0), int(k)) if abs(k) < 2048 else type(k)(np.nan)
 
+    def _magic_pow2(t):
+        bits = int(np.float32(t).view(np.uint32))
+        return np.uint32((bits << 23) & 0xFFFFFFFF).view(np.float32)
+
     def _split_float(x):
         ftype = np.asarray(x).dtype.type
         mant, bias = (23, 127) if ftype == np.float32 else (52, 1023)
@@ -503,49 +573,49 @@ def _add_products(lanes, x, y, g, count):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
-def _exp_term(x, j, shift, scale, mask):
+def _exp_term(x, j, shift, scale, mask, exact):
     """(e, part) for entry j: e = exp((x_j - shift) * scale), 0 where ``mask`` leaves it out, and
-    the part of e that goes into the partial sums: e - 1 for an entry at the maximum (x_j ==
-    shift, where e is exactly exp(0) = 1), e otherwise."""
+    the part of e that goes into the partial sums: with ``exact``, e - 1 for an entry at the
+    maximum (x_j == shift, where e is exactly exp(0) = 1), else e itself."""
     zero = x.dtype.type(0.0)
     xj = x[j]
     e = exp_shifted(xj, shift, scale)
-    part = e - x.dtype.type(xj == shift)
+    part = e - x.dtype.type(xj == shift) if exact else e
     if mask is not None:
         e = e if mask[j] else zero
         part = part if mask[j] else zero
     return e, part
 
 
+# The three group loops of an exp pass; ``out`` is unused by the first (the pass hands it ``x``).
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
-def _add_exps(lanes, x, g, count, shift, scale, mask):
-    """lanes[k] += exp((x[g + k] - shift) * scale) for k < count (nothing where masked), with
-    the terms of entries at the maximum ``shift`` (each exactly 1) left out."""
+def _add_exps(lanes, x, out, g, count, shift, scale, mask, exact):
+    """lanes[k] += exp((x[g + k] - shift) * scale) for k < count (nothing where masked)."""
     xg = x[g : g + count]
     mg = None if mask is None else mask[g : g + count]
     for k in range(count):
-        lanes[k] += _exp_term(xg, k, shift, scale, mg)[1]
+        lanes[k] += _exp_term(xg, k, shift, scale, mg, exact)[1]
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
-def _store_exps(lanes, x, out, g, count, shift, scale, mask):
+def _store_exps(lanes, x, out, g, count, shift, scale, mask, exact):
     """:func:`_add_exps`, also writing each term to ``out`` (0 where masked)."""
     xg = x[g : g + count]
     og = out[g : g + count]
     mg = None if mask is None else mask[g : g + count]
     for k in range(count):
-        e, part = _exp_term(xg, k, shift, scale, mg)
+        e, part = _exp_term(xg, k, shift, scale, mg, exact)
         og[k] = e
         lanes[k] += part
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
-def _store_exps_inplace(lanes, x, g, count, shift, scale, mask):
+def _store_exps_inplace(lanes, x, out, g, count, shift, scale, mask, exact):
     """:func:`_store_exps` with ``out`` = ``x``, read and written through one view."""
     xg = x[g : g + count]
     mg = None if mask is None else mask[g : g + count]
     for k in range(count):
-        e, part = _exp_term(xg, k, shift, scale, mg)
+        e, part = _exp_term(xg, k, shift, scale, mg, exact)
         xg[k] = e
         lanes[k] += part
 
@@ -571,7 +641,7 @@ def same_memory(a, b):
 
     LLVM vectorizes a loop that reads ``x`` and writes ``out`` only after a runtime check that
     they do not overlap, and runs a scalar loop when they do: 5-10x slower for the exp loop.
-    Kernels therefore call :func:`row_exp_inplace` (one array) when this is true.
+    The exp passes therefore run over one array when this is true.
     """
     return a.ctypes.data == b.ctypes.data
 
@@ -589,82 +659,70 @@ def row_count_max(x, shift, mask):
     return count
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _exp_pass(group, exact: bool, name: str):
+    """A compiled row pass ``(x, shift, scale, out, mask) -> rest`` running ``group`` over the
+    row: rest = sum_j exp((x_j - shift) * scale) - 1 in float64 over the entries where ``mask``
+    is True (all when mask is None), for ``shift`` the row maximum.
+
+    With ``exact``, the terms of entries at the maximum (each exactly 1) are left out of the
+    partial sums and their number less one is added at the end, so that ``log1p(rest)`` keeps
+    terms far below 1 (1 + exp(-40) would round to 1 in any accumulator): for the log paths. Without
+    it the sum is the plain one less 1, for passes that only normalize (one integer pass and a
+    compare per entry fewer). Within a block the sums run in the row's dtype (vectorized), across
+    blocks in float64. ``group`` and ``exact`` are compile-time constants of each pass.
+    """
+
+    def row_pass(x, shift, scale, out, mask):
+        n = x.shape[0]
+        ties = row_count_max(x, shift, mask) if exact else 0  # before the pass: it may write x
+        lanes, wide = _lanes(x), _wide_lanes(x)
+        L = lanes.shape[0]
+        _clear(wide)
+        for start in range(0, n, BLOCK):
+            stop = min(start + BLOCK, n)
+            full = stop - (stop - start) % L
+            _clear(lanes)
+            for g in range(start, full, L):
+                group(lanes, x, out, g, L, shift, scale, mask, exact)
+            group(lanes, x, out, full, stop - full, shift, scale, mask, exact)
+            _spill(lanes, wide)
+        return _total(wide) + np.float64(ties - 1)
+
+    row_pass.__name__ = row_pass.__qualname__ = name  # apart in numba's disk cache
+    return njit(fastmath=FASTMATH, error_model="numpy", cache=True)(row_pass)
+
+
+_exp_sum = _exp_pass(_add_exps, True, "_exp_sum")
+_exp_store_exact = _exp_pass(_store_exps, True, "_exp_store_exact")
+_exp_store_plain = _exp_pass(_store_exps, False, "_exp_store_plain")
+_exp_inplace_exact = _exp_pass(_store_exps_inplace, True, "_exp_inplace_exact")
+_exp_inplace_plain = _exp_pass(_store_exps_inplace, False, "_exp_inplace_plain")
+
+
+@njit(error_model="numpy", cache=True)
 def row_exp_sum(x, shift, scale, mask):
-    """sum_j exp((x_j - shift) * scale) - 1 in float64, over the entries where ``mask`` is True
-    (all when mask is None), for ``shift`` the row maximum: the "rest" of a sum whose largest
-    term is exactly 1, so that ``log1p(rest)`` (not ``log(1 + rest)``) keeps terms far below 1.
-
-    The terms of entries at the maximum (each exactly 1) are left out of the partial sums and
-    their number less one added at the end: 1 + exp(-40) would round to 1 in any accumulator.
-    Within a block the sums run in the row's dtype (vectorized), across blocks in float64.
-    """
-    n = x.shape[0]
-    ties = row_count_max(x, shift, mask)
-    lanes, wide = _lanes(x), _wide_lanes(x)
-    L = lanes.shape[0]
-    _clear(wide)
-    for start in range(0, n, BLOCK):
-        stop = min(start + BLOCK, n)
-        full = stop - (stop - start) % L
-        _clear(lanes)
-        for g in range(start, full, L):
-            _add_exps(lanes, x, g, L, shift, scale, mask)
-        _add_exps(lanes, x, full, stop - full, shift, scale, mask)
-        _spill(lanes, wide)
-    return _total(wide) + np.float64(ties - 1)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def row_exp_store(x, shift, scale, out, mask):
-    """Like :func:`row_exp_sum` (the same sum minus 1, bit for bit), also writing each term to
-    ``out`` (0 where masked).
-
-    Correct when ``out`` is ``x`` (each entry is read before it is written), but then scalar:
-    use :func:`row_exp_inplace` for that.
-    """
-    n = x.shape[0]
-    ties = row_count_max(x, shift, mask)  # before the pass: it may overwrite x
-    lanes, wide = _lanes(x), _wide_lanes(x)
-    L = lanes.shape[0]
-    _clear(wide)
-    for start in range(0, n, BLOCK):
-        stop = min(start + BLOCK, n)
-        full = stop - (stop - start) % L
-        _clear(lanes)
-        for g in range(start, full, L):
-            _store_exps(lanes, x, out, g, L, shift, scale, mask)
-        _store_exps(lanes, x, out, full, stop - full, shift, scale, mask)
-        _spill(lanes, wide)
-    return _total(wide) + np.float64(ties - 1)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def row_exp_inplace(x, shift, scale, mask):
-    """:func:`row_exp_store` with ``out`` = ``x``: the loop reads and writes one array, so LLVM
-    needs no overlap check."""
-    n = x.shape[0]
-    ties = row_count_max(x, shift, mask)  # before the pass: it may overwrite x
-    lanes, wide = _lanes(x), _wide_lanes(x)
-    L = lanes.shape[0]
-    _clear(wide)
-    for start in range(0, n, BLOCK):
-        stop = min(start + BLOCK, n)
-        full = stop - (stop - start) % L
-        _clear(lanes)
-        for g in range(start, full, L):
-            _store_exps_inplace(lanes, x, g, L, shift, scale, mask)
-        _store_exps_inplace(lanes, x, full, stop - full, shift, scale, mask)
-        _spill(lanes, wide)
-    return _total(wide) + np.float64(ties - 1)
+    """Exact rest = sum_j exp((x_j - shift) * scale) - 1 (see :func:`_exp_pass`), for logs."""
+    return _exp_sum(x, shift, scale, x, mask)
 
 
 @njit(error_model="numpy", cache=True)
 def row_exp_into(x, shift, scale, out, mask):
-    """:func:`row_exp_store` into ``out``, through :func:`row_exp_inplace` when ``out`` is ``x``."""
+    """:func:`row_exp_sum` (the same value, bit for bit), also writing each term to ``out`` (0
+    where masked); ``out`` may be ``x``. LLVM vectorizes a loop that reads one array and writes
+    another only after a runtime overlap check, and runs a scalar loop when they overlap (5-10x
+    slower for this one), so ``out`` = ``x`` takes a pass over one array."""
     if same_memory(x, out):
-        return row_exp_inplace(out, shift, scale, mask)
-    return row_exp_store(x, shift, scale, out, mask)
+        return _exp_inplace_exact(out, shift, scale, out, mask)
+    return _exp_store_exact(x, shift, scale, out, mask)
+
+
+@njit(error_model="numpy", cache=True)
+def row_exp_total_into(x, shift, scale, out, mask):
+    """:func:`row_exp_into` for callers that only normalize by 1 + rest: the plain sum less 1,
+    not exact for ``log1p`` (terms below half an ulp of the total are rounded away)."""
+    if same_memory(x, out):
+        return _exp_inplace_plain(out, shift, scale, out, mask)
+    return _exp_store_plain(x, shift, scale, out, mask)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)

@@ -15,7 +15,14 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import row_kernel
-from ._math import FASTMATH, row_count_posinf, row_exp_into, row_exp_sum, row_has_nan, row_max
+from ._math import (
+    FASTMATH,
+    row_count_posinf,
+    row_exp_sum,
+    row_exp_total_into,
+    row_has_nan,
+    row_max,
+)
 
 
 @njit(error_model="numpy", cache=True)
@@ -52,7 +59,7 @@ def _selective_vjp_row(row, index, g, s, out):
         gsum += g[k]
     m = row_max(row, None)
     if m != np.inf and m != -np.inf and m == m:
-        rest = row_exp_into(row, m, s, out, None)
+        rest = row_exp_total_into(row, m, s, out, None)
         c = T(-s * gsum / (1.0 + rest))
         for j in range(row.shape[0]):
             out[j] *= c

@@ -19,8 +19,8 @@ from ._math import (
     FASTMATH,
     exp_shifted,
     row_count_posinf,
-    row_exp_into,
     row_exp_sum,
+    row_exp_total_into,
     row_has_nan,
     row_max,
     same_memory,
@@ -43,7 +43,7 @@ def softmax_row(x, scale, out, mask):
             for j in range(x.shape[0]):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(0.0)
         return
-    rest = row_exp_into(x, m, scale, out, mask)
+    rest = row_exp_total_into(x, m, scale, out, mask)
     if rest != rest:
         out[:] = np.nan
         return

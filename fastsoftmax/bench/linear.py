@@ -8,7 +8,7 @@ at language-model head shapes N x H x V, four ways:
 - ``torch``: ``F.linear_cross_entropy(x, W, y)`` + ``backward()`` (reference path, options=None);
 - ``torch_chunked``: the same with ``options=torch.nn.LinearCrossEntropyOptions()``.
 
-Each implementation runs in a fresh subprocess (``python -m fastsoftmax._bench_linear``), so one's
+Each implementation runs in a fresh subprocess (``python -m fastsoftmax.bench.linear``), so one's
 allocations and caches never count for another: inputs are made in float32 directly, a warm-up
 on a tiny problem loads the kernels, the peak-RSS mark is reset (``/proc/self/clear_refs``), then
 the first full call gives the peak extra memory (peak RSS - RSS before the call: every temporary
@@ -149,7 +149,7 @@ def measure(impl: str, shape: tuple[int, int, int], repeats: int, threads: int) 
     cmd = [
         sys.executable,
         "-m",
-        "fastsoftmax._bench_linear",
+        "fastsoftmax.bench.linear",
         impl,
         *map(str, shape),
         str(repeats),
