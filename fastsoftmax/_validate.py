@@ -635,25 +635,23 @@ class RowsOut:
         self._out = out
         self._axis = axis
         self._direct = False
-        if axis is None:
-            self._moved_shape = shape
-            view = (math.prod(shape),)
-        else:
-            if axis != len(shape) - 1:
-                shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
-            self._moved_shape = shape
-            view = (math.prod(shape[:-1]), shape[-1])
-        if out is not None and out.dtype == dtype:
+        if axis is not None and axis != len(shape) - 1:
+            shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
+        self._moved_shape = shape
+        if out is not None and (out.dtype is dtype or out.dtype == dtype):
             moved = out if axis is None or axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
             if moved.flags.c_contiguous:
-                rows = moved.reshape(view)
-                if all(_same_or_disjoint(rows, a) for a in inputs) and not any(
-                    np.may_share_memory(rows, a) for a in read_late
+                rows = moved.reshape(-1) if axis is None else moved.reshape(-1, shape[-1])
+                if all(_same_or_disjoint(rows, a) for a in inputs) and not (
+                    read_late and any(np.may_share_memory(rows, a) for a in read_late)
                 ):
                     self.rows = rows
                     self._direct = True
                     return
-        self.rows = np.empty(view, dtype=dtype)
+        if axis is None:
+            self.rows = np.empty(math.prod(shape), dtype=dtype)
+        else:
+            self.rows = np.empty((math.prod(shape[:-1]), shape[-1]), dtype=dtype)
 
     def result(self) -> np.ndarray:
         if self._direct:
