@@ -18,12 +18,12 @@ import numpy as np
 
 import fastsoftmax as fs
 from fastsoftmax.losses import _run
-from fastsoftmax.softmax import _rowwise, softmax_rows
+from fastsoftmax.softmax import _rowwise, softmax_kernel
 
 
 def softmax_without_check(x, axis=-1, *, temperature=1.0, out=None, where=None):
     """fs.softmax as it was before the dask check."""
-    return _rowwise(softmax_rows, x, axis, temperature, out, where)
+    return _rowwise(softmax_kernel, x, axis, temperature, out, where)
 
 
 def cross_entropy_without_check(

@@ -3,7 +3,7 @@
     python benchmarks/thresholds.py
 
 1. ``fastsoftmax._runtime.SERIAL_BELOW``: below how many elements the serial kernel beats the
-   parallel one (a parallel launch wakes the worker threads). Times ``softmax_rows.serial`` and
+   parallel one (a parallel launch wakes the worker threads). Times ``softmax_kernel.serial`` and
    ``.parallel`` side by side on float32 arrays with 128 classes.
 2. ``fastsoftmax._kernels.softmax.SHORT_ROW``: below how many classes the chunked short-row path
    (one long vectorized exp loop over many rows, ``short_rows``) beats the per-row loop
@@ -18,7 +18,7 @@ import time
 import numpy as np
 from numba import njit
 
-from fastsoftmax._kernels.softmax import CHUNK, short_rows, softmax_row, softmax_rows
+from fastsoftmax._kernels.softmax import CHUNK, short_rows, softmax_kernel, softmax_row
 
 
 @njit(cache=True)
@@ -54,8 +54,8 @@ def main() -> None:
     for log2 in range(10, 21):
         x = rng.standard_normal((2**log2 // 128, 128)).astype(np.float32)
         out = np.empty_like(x)
-        s = _best(softmax_rows.serial, x, one, out, None)
-        p = _best(softmax_rows.parallel, x, one, out, None)
+        s = _best(softmax_kernel.serial, x, one, out, None)
+        p = _best(softmax_kernel.parallel, x, one, out, None)
         print(f"{x.size:>10} {s * 1e6:>10.1f} {p * 1e6:>12.1f} {s / p:>16.2f}")
     print("\nchunked short rows vs per-row loop (float32, 65536 elements, serial)")
     print(f"{'classes':>8} {'chunked us':>11} {'per-row us':>11} {'per-row/chunked':>16}")

@@ -67,9 +67,9 @@ def _cache_dir() -> tuple[str | None, str]:
     locator numba chose for the softmax kernel."""
     if numba.config.DISABLE_JIT:
         return None, "JIT disabled (NUMBA_DISABLE_JIT)"
-    from ._kernels.softmax import softmax_rows
+    from ._kernels.softmax import softmax_kernel
 
-    cache = getattr(softmax_rows.serial, "_cache", None)  # numba's FunctionCache
+    cache = getattr(softmax_kernel.serial, "_cache", None)  # numba's FunctionCache
     locator = getattr(getattr(cache, "_impl", None), "locator", None)
     if locator is None:
         return None, "unknown"
@@ -103,9 +103,9 @@ def _check_vectorized() -> tuple[bool | None, str]:
     """
     if numba.config.DISABLE_JIT:
         return False, "JIT disabled"
-    from ._kernels.softmax import softmax_rows
+    from ._kernels.softmax import softmax_kernel
 
-    kernel = softmax_rows.serial
+    kernel = softmax_kernel.serial
     for sig, cres in list(kernel.overloads.items()):
         if getattr(sig[0], "dtype", None) != numba.float32:
             continue

@@ -15,6 +15,8 @@ import numpy as np
 from ._kernels.checks import first_bad_target
 
 REDUCTIONS = ("mean", "sum", "none")
+# The default ignore_index of the cross-entropy losses (PyTorch's).
+IGNORE_INDEX = -100
 
 
 _HALF = np.dtype(np.float16)
@@ -97,6 +99,22 @@ def common_dtype(*arrays: Any, names: tuple[str, ...]) -> np.dtype:
     return np.result_type(*dtypes)
 
 
+def _real(value: Any, name: str, what: str = "a real number") -> float:
+    """``value`` as a float; TypeError unless it is a real number (a bool is not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (numbers.Real, np.floating, np.integer)
+    ):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, name: str, what: str = "an integer") -> int:
+    """``value`` as an int; TypeError unless it is an integer (a bool is not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
 def normalize_axis(axis: Any, ndim: int) -> int:
     """A valid non-negative axis for an array of ``ndim`` >= 1 dimensions."""
     if type(axis) is int and -ndim <= axis < ndim:
@@ -105,11 +123,10 @@ def normalize_axis(axis: Any, ndim: int) -> int:
         raise ValueError(
             "expected an array with at least 1 dimension (the class axis), got a scalar"
         )
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral, np.integer)):
-        raise TypeError(f"axis must be an integer, got {axis!r}")
-    if not -ndim <= axis < ndim:
-        raise np.exceptions.AxisError(int(axis), ndim)
-    return int(axis) % ndim
+    value = _integer(axis, "axis")
+    if not -ndim <= value < ndim:
+        raise np.exceptions.AxisError(value, ndim)
+    return value % ndim
 
 
 def check_classes(shape: tuple[int, ...], axis: int) -> int:
@@ -127,11 +144,7 @@ def inverse_temperature(temperature: Any) -> float:
     """1 / temperature, for a finite temperature > 0."""
     if type(temperature) is float and 0.0 < temperature < math.inf:
         return 1.0 / temperature
-    if isinstance(temperature, (bool, np.bool_)) or not isinstance(
-        temperature, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}")
-    t = float(temperature)
+    t = _real(temperature, "temperature")
     if not (math.isfinite(t) and t > 0.0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
     if not math.isfinite(1.0 / t):
@@ -185,11 +198,7 @@ def check_label_smoothing(label_smoothing: Any) -> float:
         type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
     ):  # the common case, kept cheap
         return label_smoothing
-    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
-        label_smoothing, (numbers.Real, np.floating)
-    ):
-        raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
-    eps = float(label_smoothing)
+    eps = _real(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     return eps
@@ -200,11 +209,7 @@ def check_ignore_index(ignore_index: Any) -> int:
         type(ignore_index) is int and -(2**63) <= ignore_index < 2**63
     ):  # the common case, kept cheap
         return ignore_index
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(
-        ignore_index, (numbers.Integral, np.integer)
-    ):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    value = int(ignore_index)
+    value = _integer(ignore_index, "ignore_index")
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"ignore_index must fit in int64, got {ignore_index!r}")
     return value
@@ -388,15 +393,85 @@ def cross_entropy_args(
     return CrossEntropyArgs(z, t, is_index, w, eps, ignore_index, reduction, scale, gout, mask)
 
 
+def check_binary_target(target: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A binary target as an array of ``dtype`` and the logits' exact ``shape``, finite."""
+    y = as_float_array(target, "target", None)
+    if y.shape != shape:
+        raise ValueError(f"target has shape {y.shape}; it must match the logits' shape {shape}")
+    if y.dtype != dtype:
+        y = y.astype(dtype)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("target holds NaN or inf")
+    return y
+
+
+def check_broadcast_weight(
+    weight: Any, name: str, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray | None:
+    """``weight`` as an array of ``dtype`` broadcastable to ``shape``, finite and >= 0 (or None)."""
+    if weight is None:
+        return None
+    w = as_float_array(weight, name, None)
+    if w.shape != shape:
+        # broadcastable to shape without changing it: trailing dims equal or 1, no extra dims
+        fits = w.ndim <= len(shape) and all(
+            d in (1, s) for d, s in zip(w.shape[::-1], shape[::-1], strict=False)
+        )
+        if not fits:
+            raise ValueError(
+                f"{name} has shape {w.shape}; it must broadcast to the logits' shape {shape}"
+            )
+    if w.dtype != dtype:
+        w = w.astype(dtype)
+    if not np.all((w >= 0) & (w < np.inf)):  # one pass; NaN fails both comparisons
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"{name} holds NaN or inf; it must be finite")
+        raise ValueError(f"{name} holds a negative value ({w.min()}); it must be >= 0")
+    return w
+
+
+def check_elementwise_grad_output(
+    grad_output: Any, reduction: str, shape: tuple[int, ...]
+) -> float | np.ndarray:
+    """grad_output of an elementwise loss: a float for a scalar (any reduction), else (for
+    reduction "none" only) a float64 array of the logits' ``shape``."""
+    if type(grad_output) is float or type(grad_output) is int:  # the common case, kept cheap
+        return float(grad_output)
+    g = np.asarray(grad_output)
+    if g.ndim == 0:
+        return float(check_grad_output(g, reduction, ())[0])
+    return check_grad_output(g, reduction, shape).reshape(shape)
+
+
+class BinaryArgs(NamedTuple):
+    """The checked arguments of a binary cross-entropy call (see :func:`binary_args`)."""
+
+    z: np.ndarray  # logits in their compute dtype, any shape
+    target: np.ndarray  # z's shape and dtype
+    weight: np.ndarray | None  # z's dtype, broadcastable to z's shape
+    pos_weight: np.ndarray | None  # as weight
+    reduction: str
+    grad_output: float | np.ndarray  # a float, or float64 of z's shape (reduction "none")
+
+
+def binary_args(
+    logits: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any, grad_output: Any
+) -> BinaryArgs:
+    """Every check of the binary cross-entropy family, in the order the errors are raised."""
+    z = as_float_array(logits, "logits")
+    reduction = check_reduction(reduction)
+    y = check_binary_target(target, z.shape, z.dtype)
+    w = check_broadcast_weight(weight, "weight", z.shape, z.dtype)
+    pw = check_broadcast_weight(pos_weight, "pos_weight", z.shape, z.dtype)
+    g = check_elementwise_grad_output(grad_output, reduction, z.shape)
+    return BinaryArgs(z, y, w, pw, reduction, g)
+
+
 def check_z_loss(z_loss: Any) -> float:
     """The z-loss coefficient: a finite real >= 0."""
     if type(z_loss) is float and 0.0 <= z_loss < math.inf:  # the common case, kept cheap
         return z_loss
-    if isinstance(z_loss, (bool, np.bool_)) or not isinstance(
-        z_loss, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"z_loss must be a real number, got {z_loss!r}")
-    value = float(z_loss)
+    value = _real(z_loss, "z_loss")
     if not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0, got {z_loss!r}")
     return value
@@ -408,11 +483,7 @@ def check_softcap(softcap: Any, scale: Any, dtype: np.dtype) -> tuple[float | No
     normal numbers of ``dtype``."""
     if softcap is None:
         return None, scale
-    if isinstance(softcap, (bool, np.bool_)) or not isinstance(
-        softcap, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"softcap must be None or a real number, got {softcap!r}")
-    cap = float(softcap)
+    cap = _real(softcap, "softcap", "None or a real number")
     if not (math.isfinite(cap) and cap > 0.0):
         raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
     tiny = np.finfo(dtype).tiny
@@ -434,13 +505,10 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     """Rows per chunk: None (chosen from the memory budget) or an integer >= 1."""
     if chunk_size is None:
         return None
-    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(
-        chunk_size, (numbers.Integral, np.integer)
-    ):
-        raise TypeError(f"chunk_size must be None or an integer, got {chunk_size!r}")
-    if chunk_size < 1:
+    value = _integer(chunk_size, "chunk_size", "None or an integer")
+    if value < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
-    return int(chunk_size)
+    return value
 
 
 def check_linear(
@@ -538,6 +606,11 @@ def kernel_input(a: np.ndarray) -> np.ndarray:
     return np.asarray(_WritableAlias(a))
 
 
+def to_flat(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous 1-D kernel input of ``x``'s entries in C order (a view when possible)."""
+    return kernel_input(np.ascontiguousarray(x).reshape(-1))
+
+
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """A C-contiguous (rows, classes) kernel input with ``axis`` last (a view when possible)."""
     if axis == x.ndim - 1 and x.flags.c_contiguous:
@@ -547,12 +620,15 @@ def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 class RowsOut:
-    """Where a kernel writes its (rows, classes) result, and how it becomes the returned array.
+    """Where a kernel writes its result, and how it becomes the returned array.
 
-    Writes straight into ``out`` when ``out`` (axis last) is C-contiguous and either overlaps no
-    input or is laid out exactly like the input rows it overwrites (in place); otherwise into a
-    fresh buffer that is copied into ``out`` at the end. ``read_late`` inputs are read after the
-    kernel has written parts of a row, so ``out`` must not overlap them at all.
+    The kernel writes ``rows``: a C-contiguous (rows, classes) array with ``axis`` last, or for
+    ``axis=None`` (elementwise kernels) a flat C-order vector of every entry. That is a view of
+    ``out`` when ``out`` has the kernel's ``dtype``, its view is C-contiguous, and it either
+    overlaps no input or is laid out exactly like the input it overwrites (in place); otherwise
+    a fresh buffer, copied into ``out`` at the end (a float16 ``out`` is rounded from a float32
+    buffer that way). ``read_late`` inputs are read after the kernel has written parts of a
+    row, so ``out`` must not overlap them at all.
     """
 
     def __init__(
@@ -560,38 +636,36 @@ class RowsOut:
         out: np.ndarray | None,
         shape: tuple[int, ...],
         dtype: np.dtype,
-        axis: int,
+        axis: int | None,
         inputs: tuple[np.ndarray, ...],
         read_late: tuple[np.ndarray, ...] = (),
     ):
         self._out = out
         self._axis = axis
-        if out is None and axis == len(shape) - 1:  # the common case, kept cheap
-            self._direct = False
-            self._moved_shape = shape
-            self.rows = np.empty(shape, dtype=dtype).reshape(-1, shape[-1])
-            return
-        moved_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
-        classes = moved_shape[-1]
-        if out is not None:
-            moved = out if axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
+        self._direct = False
+        if axis is not None and axis != len(shape) - 1:
+            shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
+        self._moved_shape = shape
+        if out is not None and (out.dtype is dtype or out.dtype == dtype):
+            moved = out if axis is None or axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
             if moved.flags.c_contiguous:
-                rows = moved.reshape(-1, classes)
-                if all(_same_or_disjoint(rows, a) for a in inputs) and not any(
-                    np.may_share_memory(rows, a) for a in read_late
+                rows = moved.reshape(-1) if axis is None else moved.reshape(-1, shape[-1])
+                if all(_same_or_disjoint(rows, a) for a in inputs) and not (
+                    read_late and any(np.may_share_memory(rows, a) for a in read_late)
                 ):
                     self.rows = rows
                     self._direct = True
                     return
-        self._direct = False
-        self._moved_shape = moved_shape
-        self.rows = np.empty((math.prod(moved_shape[:-1]), classes), dtype=dtype)
+        if axis is None:
+            self.rows = np.empty(math.prod(shape), dtype=dtype)
+        else:
+            self.rows = np.empty((math.prod(shape[:-1]), shape[-1]), dtype=dtype)
 
     def result(self) -> np.ndarray:
         if self._direct:
             return self._out
         res = self.rows.reshape(self._moved_shape)
-        if self._axis != res.ndim - 1:
+        if self._axis is not None and self._axis != res.ndim - 1:
             res = np.moveaxis(res, -1, self._axis)
         if self._out is None:
             return res

@@ -28,103 +28,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
-from ._kernels.binary import bce_flat, log_sigmoid_flat, sigmoid_flat
+from ._kernels.binary import SPAN, bce_kernel, log_sigmoid_kernel, sigmoid_kernel
 from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
-# Elements per block of the flat elementwise kernels (the unit of the prange).
-SPAN = 4096
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def check_binary_target(target: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """The target as an array of ``dtype`` and the logits' exact ``shape``, finite."""
-    y = v.as_float_array(target, "target", None)
-    if y.shape != shape:
-        raise ValueError(f"target has shape {y.shape}; it must match the logits' shape {shape}")
-    if y.dtype != dtype:
-        y = y.astype(dtype)
-    if not np.all(np.isfinite(y)):
-        raise ValueError("target holds NaN or inf")
-    return y
-
-
-def check_broadcast_weight(
-    weight: Any, name: str, shape: tuple[int, ...], dtype: np.dtype
-) -> np.ndarray | None:
-    """``weight`` as an array of ``dtype`` broadcastable to ``shape``, finite and >= 0 (or None)."""
-    if weight is None:
-        return None
-    w = v.as_float_array(weight, name, None)
-    if w.shape != shape:
-        # broadcastable to shape without changing it: trailing dims equal or 1, no extra dims
-        fits = w.ndim <= len(shape) and all(
-            d in (1, s) for d, s in zip(w.shape[::-1], shape[::-1], strict=False)
-        )
-        if not fits:
-            raise ValueError(
-                f"{name} has shape {w.shape}; it must broadcast to the logits' shape {shape}"
-            )
-    if w.dtype != dtype:
-        w = w.astype(dtype)
-    if not np.all((w >= 0) & (w < np.inf)):  # one pass; NaN fails both comparisons
-        if not np.all(np.isfinite(w)):
-            raise ValueError(f"{name} holds NaN or inf; it must be finite")
-        raise ValueError(f"{name} holds a negative value ({w.min()}); it must be >= 0")
-    return w
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous 1-D kernel input of ``a``'s entries in C order (a view when possible)."""
-    return v.kernel_input(np.ascontiguousarray(a).reshape(-1))
-
-
-class _FlatOut:
-    """Where an elementwise kernel writes (flat), and how it becomes the returned array.
-
-    Writes straight into ``out`` when it is C-contiguous and either overlaps no input or is the
-    very same memory as the flat input (in place); otherwise into a fresh buffer copied at the end.
-    """
-
-    def __init__(
-        self,
-        out: np.ndarray | None,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        inputs: tuple[np.ndarray, ...],
-    ):
-        self._out = out
-        self._shape = shape
-        if out is not None and out.flags.c_contiguous:
-            flat = out.reshape(-1)
-            if all(_same_or_disjoint(flat, a) for a in inputs):
-                self.flat = flat
-                self._direct = True
-                return
-        self._direct = False
-        self.flat = np.empty(math.prod(shape), dtype=dtype)
-
-    def result(self) -> np.ndarray:
-        if self._direct:
-            return self._out
-        res = self.flat.reshape(self._shape)
-        if self._out is None:
-            return res
-        np.copyto(self._out, res)
-        return self._out
-
-
-def _same_or_disjoint(a: np.ndarray, b: np.ndarray) -> bool:
-    if not np.may_share_memory(a, b):
-        return True
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.strides == b.strides
-        and a.dtype == b.dtype
-    )
-
+# The binary checks live in ``_validate``; these names are also imported from here (the Dask
+# adapter, the reference).
+from ._validate import check_binary_target, check_broadcast_weight  # noqa: F401
 
 # --------------------------------------------------------------------------- sigmoid
 
@@ -134,10 +44,9 @@ def _elementwise(kernel, x: ArrayLike, out: np.ndarray | None) -> np.ndarray | n
     x = v.as_float_array(x, "x")
     dtype = v.result_dtype(x_in, x)
     v.check_out(out, x.shape, dtype)
-    flat = _flat(x)
-    # a float16 result is rounded from a float32 buffer, never written into `out` directly
-    dest = _FlatOut(out if dtype == x.dtype else None, x.shape, x.dtype, (flat,))
-    launch(kernel, flat.size, flat, dest.flat, SPAN)
+    flat = v.to_flat(x)
+    dest = v.RowsOut(out, x.shape, x.dtype, None, (flat,))
+    launch(kernel, flat.size, flat, dest.rows, SPAN)
     return v.deliver(dest.result(), dtype, out)
 
 
@@ -163,7 +72,7 @@ def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | np.f
     """
     if "dask" in sys.modules and dask_in(x):
         return dask_call("sigmoid", x, out=out)
-    return _elementwise(sigmoid_flat, x, out)
+    return _elementwise(sigmoid_kernel, x, out)
 
 
 def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | np.floating:
@@ -174,7 +83,7 @@ def log_sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray | 
     """
     if "dask" in sys.modules and dask_in(x):
         return dask_call("log_sigmoid", x, out=out)
-    return _elementwise(log_sigmoid_flat, x, out)
+    return _elementwise(log_sigmoid_kernel, x, out)
 
 
 # --------------------------------------------------------------------------- binary cross-entropy
@@ -200,7 +109,7 @@ def _weight_operand(w: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.nd
     if w.ndim == 0 or all(d == 1 for d in w.shape[:-1]):
         vec = v.kernel_input(np.ascontiguousarray(w).reshape(-1))
         return vec, vec.shape[0]
-    return _flat(np.broadcast_to(w, shape)), 0
+    return v.to_flat(np.broadcast_to(w, shape)), 0
 
 
 def _tiled(vec: np.ndarray | None, period: int, span: int, dtype: np.dtype) -> np.ndarray:
@@ -226,30 +135,22 @@ def _run(
     out: np.ndarray | None,
 ):
     """Validate and run the fused kernel once; return (loss or None, gradient or None)."""
-    z = v.as_float_array(logits, "logits")
+    z, y, w, pw, reduction, g = v.binary_args(
+        logits, target, weight, pos_weight, reduction, grad_output
+    )
     dtype = z.dtype
     res_dtype = v.result_dtype(logits, z)
     shape = z.shape
-    reduction = v.check_reduction(reduction)
-    y = check_binary_target(target, shape, dtype)
-    w = check_broadcast_weight(weight, "weight", shape, dtype)
-    pw = check_broadcast_weight(pos_weight, "pos_weight", shape, dtype)
-    if type(grad_output) is float or type(grad_output) is int:  # the common case, kept cheap
-        g = np.asarray(float(grad_output))
-        gout = g.reshape(1)
-    else:
-        g = np.asarray(grad_output)
-        gout = v.check_grad_output(g, reduction, () if g.ndim == 0 else shape)
     if want_grad:
         v.check_out(out, shape, res_dtype)
 
     n = math.prod(shape)
     classes = shape[-1] if shape else 1
     coef = 1.0 / n if reduction == "mean" and n else (math.nan if reduction == "mean" else 1.0)
-    if g.ndim == 0:
-        coef *= float(gout[0])
+    if isinstance(g, float):
+        coef *= g
     else:  # reduction "none" with one upstream gradient per element: fold it into the weight
-        w = (w if w is not None else np.ones((), dtype)) * gout.reshape(shape).astype(dtype)
+        w = (w if w is not None else np.ones((), dtype)) * g.astype(dtype)
 
     wv, w_period = _weight_operand(w, shape)
     pv, p_period = _weight_operand(pw, shape)
@@ -259,17 +160,32 @@ def _run(
     wv = _tiled(wv, w_period, span, dtype)
     pv = _tiled(pv, p_period, span, dtype)
 
-    x = _flat(z)
-    t = _flat(y)
+    x = v.to_flat(z)
+    t = v.to_flat(y)
     nblocks = -(-n // span)
     store_loss = want_loss and reduction == "none"
     loss = np.empty(n if store_loss else 0, dtype=dtype)
     sums = np.empty(nblocks if want_loss and not store_loss else 0, dtype=np.float64)
-    # a float16 gradient is rounded from a float32 buffer, never written into `out` directly
-    direct = out if res_dtype == dtype else None
-    dest = _FlatOut(direct, shape, dtype, (x, t)) if want_grad else None
-    grad = dest.flat if want_grad else np.empty(0, dtype=dtype)
-    total = launch(bce_flat, n, x, t, wv, pv, coef, loss, sums, grad, span)
+    dest = v.RowsOut(out, shape, dtype, None, (x, t)) if want_grad else None
+    grad = dest.rows if want_grad else np.empty(0, dtype=dtype)
+    total = launch(
+        bce_kernel,
+        n,
+        x,
+        t,
+        wv,
+        pv,
+        coef,
+        loss,
+        sums,
+        grad,
+        span,
+        w_period == 0,
+        p_period == 0,
+        store_loss,
+        want_loss and not store_loss,
+        want_grad,
+    )
 
     result = None
     if want_loss:

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
-from ._kernels.jvp import jacobian_rows, jvp_rows, log_softmax_vjp_rows
+from ._kernels.derivatives import jacobian_kernel, jvp_kernel, log_softmax_vjp_kernel
 from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
@@ -45,7 +45,7 @@ def softmax_jacobian(probs: ArrayLike, axis: int = -1) -> np.ndarray:
         return np.empty(batch + (0, 0), dtype=dtype)
     rows = v.to_rows(p, axis)
     out = np.empty(batch + (classes, classes), dtype=p.dtype)
-    launch(jacobian_rows, rows.size * classes, rows, out.reshape(-1, classes, classes))
+    launch(jacobian_kernel, rows.size * classes, rows, out.reshape(-1, classes, classes))
     return v.deliver(out, dtype, None)
 
 
@@ -62,8 +62,7 @@ def _product(
     if a.shape[axis] == 0:  # no classes: an empty result, nothing to compute
         return v.deliver(np.empty(a.shape, dtype), dtype, out)
     rows_a, rows_b = v.to_rows(a, axis), v.to_rows(b, axis)
-    # a float16 result is rounded from a float32 buffer, never written into `out` directly
-    dest = v.RowsOut(out if dtype == a.dtype else None, a.shape, a.dtype, axis, (rows_a, rows_b))
+    dest = v.RowsOut(out, a.shape, a.dtype, axis, (rows_a, rows_b))
     launch(kernel, rows_a.size, rows_a, rows_b, scale, dest.rows)
     return v.deliver(dest.result(), dtype, out)
 
@@ -102,7 +101,7 @@ def softmax_jvp(
     """
     if "dask" in sys.modules and dask_in(probs, tangent):
         return dask_call("softmax_jvp", probs, tangent, axis, temperature=temperature, out=out)
-    return _product(jvp_rows, probs, tangent, ("probs", "tangent"), axis, temperature, out)
+    return _product(jvp_kernel, probs, tangent, ("probs", "tangent"), axis, temperature, out)
 
 
 def softmax_vjp(
@@ -120,7 +119,7 @@ def softmax_vjp(
     """
     if "dask" in sys.modules and dask_in(probs, cotangent):
         return dask_call("softmax_vjp", probs, cotangent, axis, temperature=temperature, out=out)
-    return _product(jvp_rows, probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
+    return _product(jvp_kernel, probs, cotangent, ("probs", "cotangent"), axis, temperature, out)
 
 
 def log_softmax_vjp(
@@ -147,7 +146,7 @@ def log_softmax_vjp(
             "log_softmax_vjp", log_probs, cotangent, axis, temperature=temperature, out=out
         )
     return _product(
-        log_softmax_vjp_rows,
+        log_softmax_vjp_kernel,
         log_probs,
         cotangent,
         ("log_probs", "cotangent"),

@@ -47,8 +47,10 @@ from numba import njit
 
 from ._kernels import binary as _kb
 from ._kernels import cross_entropy as _kce
-from ._kernels import jvp as _kjvp
+from ._kernels import derivatives as _kd
 from ._kernels import softmax as _ksm
+from ._kernels.binary import SPAN
+from ._validate import IGNORE_INDEX
 
 __all__ = [
     "softmax_rows",
@@ -65,19 +67,16 @@ __all__ = [
 ]
 
 # The serial compilations of the internal kernels (module globals, so numba can call them).
-_softmax = _ksm.softmax_rows.serial
-_log_softmax = _ksm.log_softmax_rows.serial
-_logsumexp = _ksm.logsumexp_rows.serial
-_jvp = _kjvp.jvp_rows.serial
-_log_softmax_vjp = _kjvp.log_softmax_vjp_rows.serial
+_softmax = _ksm.softmax_kernel.serial
+_log_softmax = _ksm.log_softmax_kernel.serial
+_logsumexp = _ksm.logsumexp_kernel.serial
+_jvp = _kd.jvp_kernel.serial
+_log_softmax_vjp = _kd.log_softmax_vjp_kernel.serial
 _ce_index = _kce.index_target_rows.serial
 _ce_prob = _kce.prob_target_rows.serial
-_sigmoid = _kb.sigmoid_flat.serial
-_log_sigmoid = _kb.log_sigmoid_flat.serial
-_bce = _kb.bce_flat.serial
-
-_IGNORE_INDEX = -100
-_SPAN = 4096
+_sigmoid = _kb.sigmoid_kernel.serial
+_log_sigmoid = _kb.log_sigmoid_kernel.serial
+_bce = _kb.bce_kernel.serial
 
 
 @njit(cache=True)
@@ -137,6 +136,18 @@ def log_softmax_vjp_rows(logp, g, out):
 
 
 @njit(cache=True)
+def _unweighted_mean_operands(logits, grad):
+    """(class weights 1, grad_output 1 per row, per-row loss buffer, gradient rows, whether the
+    gradient is wanted) for the internal cross-entropy kernels: ``grad`` with 0 rows skips the
+    gradient (a (1, classes) dummy goes in its place)."""
+    n, classes = logits.shape
+    want_grad = grad.shape[0] == n
+    g = grad if want_grad else np.empty((1, classes), dtype=logits.dtype)
+    ones = np.ones(classes, dtype=logits.dtype)
+    return ones, np.ones(n, dtype=np.float64), np.empty(n, dtype=np.float64), g, want_grad
+
+
+@njit(cache=True)
 def cross_entropy_index_rows(logits, target, grad):
     """Mean softmax cross-entropy over the rows, and its gradient, in one fused pass per row.
 
@@ -155,15 +166,10 @@ def cross_entropy_index_rows(logits, target, grad):
     -------
     float (float64)
     """
-    n = logits.shape[0]
-    weight = np.ones(logits.shape[1], dtype=logits.dtype)
-    gout = np.ones(n, dtype=np.float64)
-    losses = np.empty(n, dtype=np.float64)
-    want_grad = grad.shape[0] == n
-    g = grad if want_grad else np.empty((1, logits.shape[1]), dtype=logits.dtype)
+    weight, gout, losses, g, want_grad = _unweighted_mean_operands(logits, grad)
     one = logits.dtype.type(1.0)
     return _ce_index(
-        logits, target, weight, _IGNORE_INDEX, 0.0, 0.0, one, gout, True, losses, g, want_grad, None
+        logits, target, weight, IGNORE_INDEX, 0.0, 0.0, one, gout, True, losses, g, want_grad, None
     )
 
 
@@ -184,12 +190,7 @@ def cross_entropy_prob_rows(logits, target, grad):
     -------
     float (float64)
     """
-    n = logits.shape[0]
-    weight = np.ones(logits.shape[1], dtype=logits.dtype)
-    gout = np.ones(n, dtype=np.float64)
-    losses = np.empty(n, dtype=np.float64)
-    want_grad = grad.shape[0] == n
-    g = grad if want_grad else np.empty((1, logits.shape[1]), dtype=logits.dtype)
+    weight, gout, losses, g, want_grad = _unweighted_mean_operands(logits, grad)
     return _ce_prob(
         logits,
         target,
@@ -212,7 +213,7 @@ def sigmoid_flat(x, out):
 
     ``out``: same shape and dtype; may be ``x``.
     """
-    _sigmoid(x, out, _SPAN)
+    _sigmoid(x, out, SPAN)
 
 
 @njit(cache=True)
@@ -221,7 +222,7 @@ def log_sigmoid_flat(x, out):
 
     ``out``: same shape and dtype; may be ``x``.
     """
-    _log_sigmoid(x, out, _SPAN)
+    _log_sigmoid(x, out, SPAN)
 
 
 @njit(cache=True)
@@ -242,11 +243,14 @@ def binary_cross_entropy_with_logits_flat(x, y, grad):
     float (float64); NaN for n == 0.
     """
     n = x.shape[0]
-    span = min(_SPAN, n) if n > 0 else 1
+    span = min(SPAN, n) if n > 0 else 1
     ones = np.ones(span, dtype=x.dtype)
     nblocks = (n + span - 1) // span
     sums = np.empty(nblocks, dtype=np.float64)
     loss = np.empty(0, dtype=x.dtype)
     coef = 1.0 / n if n > 0 else np.nan
-    total = _bce(x, y, ones, ones, coef, loss, sums, grad, span)
+    want_grad = grad.shape[0] == n
+    total = _bce(
+        x, y, ones, ones, coef, loss, sums, grad, span, False, False, False, True, want_grad
+    )
     return total / n if n > 0 else np.nan

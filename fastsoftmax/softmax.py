@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validate as v
-from ._kernels.softmax import log_softmax_rows, logsumexp_rows, softmax_rows
+from ._kernels.softmax import log_softmax_kernel, logsumexp_kernel, softmax_kernel
 from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
@@ -31,8 +31,7 @@ def _rowwise(
     if x.shape[axis] == 0:  # no classes: an empty result, nothing to compute
         return v.deliver(np.empty(x.shape, dtype), dtype, out)
     rows = v.to_rows(x, axis)
-    # a float16 result is rounded from a float32 buffer, never written into `out` directly
-    dest = v.RowsOut(out if dtype == x.dtype else None, x.shape, x.dtype, axis, (rows,))
+    dest = v.RowsOut(out, x.shape, x.dtype, axis, (rows,))
     launch(kernel, rows.size, rows, scale, dest.rows, mask)
     return v.deliver(dest.result(), dtype, out)
 
@@ -72,7 +71,7 @@ def softmax(
     """
     if "dask" in sys.modules and dask_in(x, where):
         return dask_call("softmax", x, axis, temperature=temperature, out=out, where=where)
-    return _rowwise(softmax_rows, x, axis, temperature, out, where)
+    return _rowwise(softmax_kernel, x, axis, temperature, out, where)
 
 
 def log_softmax(
@@ -91,7 +90,7 @@ def log_softmax(
     """
     if "dask" in sys.modules and dask_in(x, where):
         return dask_call("log_softmax", x, axis, temperature=temperature, out=out, where=where)
-    return _rowwise(log_softmax_rows, x, axis, temperature, out, where)
+    return _rowwise(log_softmax_kernel, x, axis, temperature, out, where)
 
 
 def logsumexp(
@@ -135,5 +134,5 @@ def logsumexp(
         and not np.may_share_memory(out, x)
     )
     result = out if direct else np.empty(shape, x.dtype)
-    launch(logsumexp_rows, rows.size, rows, result.reshape(-1))
+    launch(logsumexp_kernel, rows.size, rows, result.reshape(-1))
     return v.deliver(result, dtype, out)

@@ -54,6 +54,16 @@ PLAIN_PYTHON = bool(numba.config.DISABLE_JIT)
 needs_jit = pytest.mark.needs_jit
 
 
+def has_avx2() -> bool:
+    """Whether this CPU has AVX2 (the kernels' vector loops then use ymm registers)."""
+    try:
+        import llvmlite.binding as llvm
+
+        return "+avx2" in llvm.get_host_cpu_features().flatten()
+    except Exception:
+        return False
+
+
 def jit_only(*items: Any) -> list[Any]:
     """``list(items)``, or ``[]`` when the kernels run as plain Python (``NUMBA_DISABLE_JIT=1``)."""
     return [] if PLAIN_PYTHON else list(items)

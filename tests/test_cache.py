@@ -41,10 +41,10 @@ PROBE = textwrap.dedent(r"""
     import numpy as np
     import fastsoftmax as fs
     from fastsoftmax import reference as ref
-    from fastsoftmax._kernels.softmax import softmax_rows
+    from fastsoftmax._kernels.softmax import softmax_kernel
     x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_allclose(fs.softmax(x), ref.softmax(x), rtol=2e-6)
-    kernel = softmax_rows.serial
+    kernel = softmax_kernel.serial
     print(json.dumps({
         "file": fs.__file__,
         "cache_dir": fs.info(check_vector=False)["cache_dir"],
@@ -281,14 +281,14 @@ SERIAL_VS_PARALLEL = textwrap.dedent(r"""
     import json, sys
     import numpy as np
     import fastsoftmax
-    from fastsoftmax._kernels.softmax import softmax_rows
+    from fastsoftmax._kernels.softmax import softmax_kernel
     x = np.ones((4, 5), np.float32)
     args = (x, np.float32(1.0), np.empty_like(x))
-    nargs = softmax_rows.serial.py_func.__code__.co_argcount
+    nargs = softmax_kernel.serial.py_func.__code__.co_argcount
     args = args + (None,) * (nargs - len(args))  # e.g. a mask argument
     report = {}
     for variant in sys.argv[1:]:
-        kernel = getattr(softmax_rows, variant)
+        kernel = getattr(softmax_kernel, variant)
         kernel(*args)
         report[variant] = {"hits": len(kernel.stats.cache_hits),
                            "misses": len(kernel.stats.cache_misses)}

@@ -13,7 +13,7 @@ import weakref
 import numba
 import numpy as np
 import pytest
-from conftest import needs_jit
+from conftest import has_avx2, needs_jit
 
 import fastsoftmax as fs
 from fastsoftmax import _cache, _info, _runtime
@@ -100,17 +100,8 @@ def test_info_cache_dir(report):
     assert os.path.isdir(report["cache_dir"])
 
 
-def _has_avx2() -> bool:
-    try:
-        import llvmlite.binding as llvm
-
-        return "+avx2" in llvm.get_host_cpu_features().flatten()
-    except Exception:
-        return False
-
-
 @needs_jit
-@pytest.mark.skipif(not _has_avx2(), reason="the vectorized exp targets AVX2 (ymm) or wider")
+@pytest.mark.skipif(not has_avx2(), reason="the vectorized exp targets AVX2 (ymm) or wider")
 def test_info_vectorized_exp_is_active(report):
     assert report["vectorized_exp"] is True, report["vector_check"]
     assert "ymm" in report["vector_check"] or "zmm" in report["vector_check"]

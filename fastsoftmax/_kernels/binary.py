@@ -27,6 +27,9 @@ from numba import njit, prange
 from ._compile import row_kernel
 from ._math import BLOCK, FASTMATH, row_sum, vexp, vlog
 
+# Elements per block of the flat elementwise kernels (the unit of their prange).
+SPAN = 4096
+
 # No reassociation: the log1p trick needs (1 + e) - 1 computed as written.
 _EXACT_FLAGS = {"nsz", "contract"}
 # No FMA contraction in the elementwise formulas: LLVM contracted the vector body and the scalar
@@ -81,13 +84,55 @@ def bce_from(x, e, y, w, pw):
     return loss, sig * (a + b) - a
 
 
+# Loops here run over 0-based slices: with ``for k in range(start, stop)`` numba keeps the
+# negative-index wraparound on x[k], and an in-place loop (x[k] read and written) then does not
+# vectorize (measured 10x slower). In place (out is x), a loop reading x and writing a second
+# view of the same memory fails LLVM's runtime overlap check and runs its scalar fallback, so
+# the kernels compare data pointers and then run an in-place twin that reads and writes through
+# the output alone (x may be a read-only array: it is never written).
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def sigmoid_into(x, out, log):
+    """out = log_sigmoid(x) (``log``) or sigmoid(x), elementwise; ``out`` is not ``x``."""
+    for k in range(x.shape[0]):
+        e = vexp(-np.abs(x[k]))
+        out[k] = log_sigmoid_from(x[k], e) if log else sigmoid_from(x[k], e)
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def sigmoid_inplace(x, log):
+    """:func:`sigmoid_into` with ``out`` = ``x``: read and written through ``x`` alone."""
+    for k in range(x.shape[0]):
+        e = vexp(-np.abs(x[k]))
+        x[k] = log_sigmoid_from(x[k], e) if log else sigmoid_from(x[k], e)
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def bce_grad_into(x, t, w, pw, c, loss, grad):
+    """loss = the elementwise BCE loss, grad = c * d loss / dx; ``grad`` is not ``x``."""
+    for k in range(x.shape[0]):
+        lk, gk = bce_from(x[k], vexp(-np.abs(x[k])), t[k], w[k], pw[k])
+        loss[k] = lk
+        grad[k] = c * gk
+
+
+@njit(fastmath=_FLAGS, error_model="numpy", cache=True)
+def bce_grad_inplace(x, t, w, pw, c, loss):
+    """:func:`bce_grad_into` with ``grad`` = ``x``: read and written through ``x`` alone."""
+    for k in range(x.shape[0]):
+        lk, gk = bce_from(x[k], vexp(-np.abs(x[k])), t[k], w[k], pw[k])
+        loss[k] = lk
+        x[k] = c * gk
+
+
 @njit(fastmath=_FLAGS, error_model="numpy", cache=True)
 def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, inplace):
     """Losses (stored and/or summed) and scaled gradients of one block; returns the float64 sum.
 
     The losses go to ``loss`` (or a scratch buffer) first and are summed by ``row_sum`` in a
     separate loop, so the sum is bit-identical whether or not the gradient is computed too.
-    ``inplace``: ``grad`` is ``x``, and the loop reads and writes through ``grad`` alone (see below).
+    ``inplace``: ``grad`` is ``x``.
     """
     n = x.shape[0]
     c = x.dtype.type(coef)
@@ -98,85 +143,56 @@ def _bce_block(x, t, w, pw, coef, loss, grad, store_loss, want_sum, want_grad, i
         xs, ts, ws, ps = x[start:stop], t[start:stop], w[start:stop], pw[start:stop]
         dest = loss[start:stop] if store_loss else scratch[: stop - start]
         if want_grad and inplace:
-            gs = grad[start:stop]  # the memory of xs: read and written through gs alone
-            for k in range(stop - start):
-                lk, gk = bce_from(gs[k], vexp(-np.abs(gs[k])), ts[k], ws[k], ps[k])
-                dest[k] = lk
-                gs[k] = c * gk
+            bce_grad_inplace(grad[start:stop], ts, ws, ps, c, dest)
         elif want_grad:
-            gs = grad[start:stop]
-            for k in range(stop - start):
-                lk, gk = bce_from(xs[k], vexp(-np.abs(xs[k])), ts[k], ws[k], ps[k])
-                dest[k] = lk
-                gs[k] = c * gk
+            bce_grad_into(xs, ts, ws, ps, c, dest, grad[start:stop])
         else:
             for k in range(stop - start):
-                lk, gk = bce_from(xs[k], vexp(-np.abs(xs[k])), ts[k], ws[k], ps[k])
-                dest[k] = lk
+                dest[k] = bce_from(xs[k], vexp(-np.abs(xs[k])), ts[k], ws[k], ps[k])[0]
         if want_sum:
             total += row_sum(dest)
     return total
 
 
-# Loops here run over 0-based slices: with ``for k in range(start, stop)`` numba keeps the
-# negative-index wraparound on x[k], and an in-place loop (x[k] read and written) then does not
-# vectorize (measured 10x slower). In place (out is x), a loop reading x and writing a second
-# view of the same memory fails LLVM's runtime overlap check and runs its scalar fallback, so
-# the kernels compare data pointers and then read and write through the output alone (x may be
-# a read-only array: it is never written).
+def _sigmoid_family(log: bool):
+    """The flat kernel ``(x, out, span)`` of sigmoid (``log`` False) or log_sigmoid (True);
+    ``log`` is a constant of the compiled code, so each has only its own branches."""
+
+    def kernel(x, out, span):
+        n = x.shape[0]
+        inplace = x.ctypes.data == out.ctypes.data
+        for b in prange((n + span - 1) // span):
+            ob = out[b * span : min(b * span + span, n)]
+            if inplace:  # ob is the memory of x
+                sigmoid_inplace(ob, log)
+            else:
+                sigmoid_into(x[b * span : min(b * span + span, n)], ob, log)
+
+    kernel.__name__ = kernel.__qualname__ = "_log_sigmoid" if log else "_sigmoid"
+    return kernel
 
 
-def _sigmoid(x, out, span):
-    n = x.shape[0]
-    inplace = x.ctypes.data == out.ctypes.data
-    for b in prange((n + span - 1) // span):
-        ob = out[b * span : min(b * span + span, n)]
-        if inplace:  # ob is the memory of x: read and written through ob alone
-            for k in range(ob.shape[0]):
-                ob[k] = sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
-        else:
-            xb = x[b * span : min(b * span + span, n)]
-            for k in range(xb.shape[0]):
-                ob[k] = sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
-
-
-def _log_sigmoid(x, out, span):
-    n = x.shape[0]
-    inplace = x.ctypes.data == out.ctypes.data
-    for b in prange((n + span - 1) // span):
-        ob = out[b * span : min(b * span + span, n)]
-        if inplace:  # ob is the memory of x: read and written through ob alone
-            for k in range(ob.shape[0]):
-                ob[k] = log_sigmoid_from(ob[k], vexp(-np.abs(ob[k])))
-        else:
-            xb = x[b * span : min(b * span + span, n)]
-            for k in range(xb.shape[0]):
-                ob[k] = log_sigmoid_from(xb[k], vexp(-np.abs(xb[k])))
-
-
-def _bce(x, t, w, pw, coef, loss, sums, grad, span):
+def _bce(
+    x, t, w, pw, coef, loss, sums, grad, span, w_full, pw_full, store_loss, want_sum, want_grad
+):
     """Fused binary cross-entropy over blocks of ``span`` elements.
 
-    w, pw: n entries (one per element), or at least ``span`` entries whose first ``span`` are
-    the same for every block.
-    loss: n entries to store per-element losses, else empty; sums: one float64 per block to
-    sum the losses, else empty; grad: n entries for ``coef * d loss / dx``, else empty (it may be
-    ``x`` itself: every element is read before it is written). Returns the sum of ``sums``.
+    w, pw: n entries (one per element) when ``w_full`` / ``pw_full``, else at least ``span``
+    entries whose first ``span`` are the same for every block. ``store_loss``: per-element
+    losses into ``loss`` (n entries); ``want_sum``: each block's sum of losses into ``sums``
+    (one float64 per block); ``want_grad``: ``coef * d loss / dx`` into ``grad`` (n entries; it
+    may be ``x`` itself: every element is read before it is written). Arrays not asked for may
+    be empty. Returns the sum of ``sums``.
     """
     n = x.shape[0]
     nblocks = (n + span - 1) // span
-    store_loss = loss.shape[0] == n
-    want_sum = sums.shape[0] == nblocks
-    want_grad = grad.shape[0] == n
-    full_w = w.shape[0] == n
-    full_pw = pw.shape[0] == n
     inplace = want_grad and grad.ctypes.data == x.ctypes.data
     for b in prange(nblocks):
         start = b * span
         stop = min(start + span, n)
         m = stop - start
-        wb = w[start:stop] if full_w else w[:m]
-        pwb = pw[start:stop] if full_pw else pw[:m]
+        wb = w[start:stop] if w_full else w[:m]
+        pwb = pw[start:stop] if pw_full else pw[:m]
         lb = loss[start:stop] if store_loss else loss
         gb = grad[start:stop] if want_grad else grad
         s = _bce_block(
@@ -200,6 +216,6 @@ def _bce(x, t, w, pw, coef, loss, sums, grad, span):
     return total
 
 
-sigmoid_flat = row_kernel(_sigmoid)
-log_sigmoid_flat = row_kernel(_log_sigmoid)
-bce_flat = row_kernel(_bce)
+sigmoid_kernel = row_kernel(_sigmoid_family(log=False))
+log_sigmoid_kernel = row_kernel(_sigmoid_family(log=True))
+bce_kernel = row_kernel(_bce)

@@ -53,6 +53,14 @@ def _limit_probs(z, j, k, mask):
     return 1.0 / k, np.log(k)
 
 
+@njit(error_model="numpy", cache=True)
+def _nan_row(grad, want_grad):
+    """The loss (NaN) of a row holding NaN; its gradient, if asked, is NaN too."""
+    if want_grad:
+        grad[:] = np.nan
+    return np.nan
+
+
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _scaled(share, w, x):
     """share * (w * x), in that order: share * w may underflow to 0 for a subnormal class weight
@@ -89,6 +97,14 @@ def _weighted_gap(weight, z, m, mask):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _index_coefs(weight, y, wsum, eps, kept):
+    """(a, b, A) of a class-index row: a = (1 - eps) w_y, b = eps / kept, A = a + b sum(w)."""
+    a = (1.0 - eps) * weight[y]
+    b = eps / kept
+    return a, b, a + b * wsum
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _index_loss(rest, m, zy, gap, a, b, A, s, zl):
     """A row's class-index loss and its logsumexp L = s m + log1p(rest), from ``rest`` = (sum of
     its exps taken at the row max ``m``) - 1, ``zy`` = z_y and ``gap`` = sum_c w_c (m - z_c):
@@ -100,18 +116,28 @@ def _index_loss(rest, m, zy, gap, a, b, A, s, zl):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_row(z, y, weight, wsum, eps, zl, s, coef, grad, want_grad, mask):
+def _index_grad_coefs(rest, lse, a, b, A, s, zl, coef, T):
+    """(c1, c2, c3) in the row's dtype ``T``: dloss/dz_j = c1 exp(u_j - M) - c2 w_j - c3 [j == y]
+    (c1 = coef s (A + 2 zl L) / (1 + rest), c2 = coef s b, c3 = coef s a)."""
+    return T(coef * s * (A + 2.0 * zl * lse) / (1.0 + rest)), T(coef * s * b), T(coef * s * a)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _index_row(z, y, weight, wsum, ignore_index, eps, zl, s, coef, grad, want_grad, mask):
     """Loss of one row with class index y; writes the gradient into ``grad`` if asked.
 
-    Classes where ``mask`` is False (mask None keeps all) take no part: p = 0, no smoothing
-    mass, zero gradient. ``y`` must be a kept class.
+    A row with ``y == ignore_index`` has loss 0 and gradient 0. Classes where ``mask`` is False
+    (mask None keeps all) take no part: p = 0, no smoothing mass, zero gradient; ``y`` must be a
+    kept class.
     """
     T = z.dtype.type
     C = z.shape[0]
+    if y == ignore_index:
+        if want_grad:
+            grad[:] = 0.0
+        return 0.0
     wsum, kept = _kept_weight(weight, wsum, mask)
-    a = (1.0 - eps) * weight[y]
-    b = eps / kept
-    A = a + b * wsum
+    a, b, A = _index_coefs(weight, y, wsum, eps, kept)
     m = row_max(z, mask)
     if m == m and m != np.inf and m != -np.inf:
         # everything that reads z comes before the exp pass, which may overwrite z
@@ -124,9 +150,10 @@ def _index_row(z, y, weight, wsum, eps, zl, s, coef, grad, want_grad, mask):
         if rest == rest:
             loss, lse = _index_loss(rest, m, zy, gap, a, b, A, s, zl)
             if want_grad:
-                c1 = T(coef * s * (A + 2.0 * zl * lse) / (1.0 + rest))
+                c1, c2, c3 = _index_grad_coefs(rest, lse, a, b, A, s, zl, coef, T)
+                # the exps are in grad: read and written through grad alone (the loops
+                # vectorize; the short-row path in ``_index`` has the twin reading scratch)
                 if b != 0.0:
-                    c2 = T(coef * s * b)
                     zero = T(0.0)
                     for j in range(C):
                         g = c1 * grad[j] - c2 * weight[j]
@@ -140,12 +167,10 @@ def _index_row(z, y, weight, wsum, eps, zl, s, coef, grad, want_grad, mask):
                     zero = T(0.0)
                     for j in range(C):
                         grad[j] = c1 * grad[j] if mask[j] else zero
-                grad[y] -= T(coef * s * a)
+                grad[y] -= c3
             return loss
     if row_has_nan(z, mask):
-        if want_grad:
-            grad[:] = np.nan
-        return np.nan
+        return _nan_row(grad, want_grad)
     # a row with +inf or only -inf logits: the limits of p and -log p, term by term
     k = row_count_posinf(z, mask)
     loss = a * _limit_probs(z, y, k, mask)[1] if a != 0.0 else 0.0
@@ -164,59 +189,6 @@ def _index_row(z, y, weight, wsum, eps, zl, s, coef, grad, want_grad, mask):
     return loss
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def _index_short_rows(
-    z,
-    r0,
-    r1,
-    target,
-    weight,
-    wsum,
-    ignore_index,
-    eps,
-    zl,
-    s,
-    gout,
-    inv_denom,
-    loss,
-    grad,
-    want_grad,
-):
-    """Rows r0..r1 of an array of short rows (C < SHORT_ROW, no mask): the exps of all the rows
-    in one vectorized loop into scratch (as ``softmax.short_rows``), then each row's loss and
-    gradient. Everything reads z before row i's gradient is written, so grad may be z."""
-    T = z.dtype.type
-    C = z.shape[1]
-    e = np.empty((r1 - r0) * C, dtype=z.dtype)
-    m = np.empty(r1 - r0, dtype=z.dtype)
-    short_rows_exp(z, r0, r1, s, e, m)
-    b = eps / C
-    for i in range(r0, r1):
-        y = target[i]
-        g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
-        if y == ignore_index:
-            loss[i] = 0.0
-            if want_grad:
-                g[:] = 0.0
-            continue
-        coef = gout[i] * inv_denom
-        ok, rest = short_row_total(e, m, i - r0)
-        if not ok:  # NaN, +inf or only -inf: the general row code
-            loss[i] = _index_row(z[i], y, weight, wsum, eps, zl, s, coef, g, want_grad, None)
-            continue
-        a = (1.0 - eps) * weight[y]
-        A = a + b * wsum
-        gap = _weighted_gap(weight, z[i], m[i - r0], None) if b != 0.0 else 0.0
-        loss[i], lse = _index_loss(rest, m[i - r0], np.float64(z[i, y]), gap, a, b, A, s, zl)
-        if want_grad:
-            c1 = T(coef * s * (A + 2.0 * zl * lse) / (1.0 + rest))
-            c2 = T(coef * s * b)
-            off = (i - r0) * C
-            for j in range(C):
-                g[j] = c1 * e[off + j] - c2 * weight[j]
-            g[y] -= T(coef * s * a)
-
-
 def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, want_grad, mask):
     n, C = z.shape
     wsum = row_sum(weight)
@@ -228,39 +200,47 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
                 denom += weight[target[i]]
         inv_denom = 1.0 / denom if denom != 0.0 else np.nan
     if mask is None and C < SHORT_ROW:
+        # short rows, a chunk at a time: the exps of all its rows in one vectorized loop into
+        # scratch (as ``softmax.short_rows``), then each row's loss and gradient from them.
+        # Everything reads z before row i's gradient is written, so grad may be z.
         R = max(1, CHUNK // C)
         for c in prange((n + R - 1) // R):
-            _index_short_rows(
-                z,
-                c * R,
-                min(n, c * R + R),
-                target,
-                weight,
-                wsum,
-                ignore_index,
-                eps,
-                zl,
-                s,
-                gout,
-                inv_denom,
-                loss,
-                grad,
-                want_grad,
-            )
+            r0, r1 = c * R, min(n, c * R + R)
+            e = np.empty((r1 - r0) * C, dtype=z.dtype)
+            m = np.empty(r1 - r0, dtype=z.dtype)
+            short_rows_exp(z, r0, r1, s, e, m)
+            for i in range(r0, r1):
+                y, coef = target[i], gout[i] * inv_denom
+                g = grad[i] if want_grad else grad[0]  # a (1, C) dummy without want_grad
+                ok, rest = short_row_total(e, m, i - r0)
+                if y == ignore_index or not ok:  # ignored, or NaN, +-inf: the general row code
+                    loss[i] = _index_row(
+                        z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
+                    )
+                    continue
+                a, b, A = _index_coefs(weight, y, wsum, eps, C)
+                mi = m[i - r0]
+                gap = _weighted_gap(weight, z[i], mi, None) if b != 0.0 else 0.0
+                zy = np.float64(z[i, y])
+                loss[i], lse = _index_loss(rest, mi, zy, gap, a, b, A, s, zl)
+                if want_grad:
+                    c1, c2, c3 = _index_grad_coefs(rest, lse, a, b, A, s, zl, coef, z.dtype.type)
+                    off = (i - r0) * C  # the row's exps: e[off : off + C]
+                    for j in range(C):
+                        g[j] = c1 * e[off + j] - c2 * weight[j]
+                    g[y] -= c3
     else:
         for i in prange(n):
-            y = target[i]
-            if y == ignore_index:
-                loss[i] = 0.0
-                if want_grad:
-                    grad[i, :] = 0.0
-                continue
-            coef = gout[i] * inv_denom
+            y, coef = target[i], gout[i] * inv_denom
             g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
             if mask is None:
-                loss[i] = _index_row(z[i], y, weight, wsum, eps, zl, s, coef, g, want_grad, None)
+                loss[i] = _index_row(
+                    z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
+                )
             else:
-                loss[i] = _index_row(z[i], y, weight, wsum, eps, zl, s, coef, g, want_grad, mask[i])
+                loss[i] = _index_row(
+                    z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, mask[i]
+                )
     total = np.float64(0.0)
     for i in range(n):
         total += loss[i]
@@ -319,9 +299,7 @@ def _prob_row(z, t, weight, eps, zl, s, coef, grad, want_grad, mask):
                     grad[j] = g
             return loss
     if row_has_nan(z, mask):
-        if want_grad:
-            grad[:] = np.nan
-        return np.nan
+        return _nan_row(grad, want_grad)
     k = row_count_posinf(z, mask)
     loss = np.inf if zl != 0.0 else np.float64(0.0)  # L = +inf or -inf
     for c in range(C):

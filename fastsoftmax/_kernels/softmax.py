@@ -70,20 +70,32 @@ def log_softmax_row(x, scale, out, mask):
         return
     lse = T(np.log1p(row_exp_sum(x, m, scale, mask)))
     if same_memory(x, out):
-        _shifted_store(out, m, scale, lse, out, mask)
+        _shifted_store_inplace(out, m, scale, lse, mask)
     else:
         _shifted_store(x, m, scale, lse, out, mask)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _shifted_store(x, m, scale, lse, out, mask):
-    """out = (x - m) * scale - lse (-inf where masked); ``out`` may be the same array as ``x``."""
+    """out = (x - m) * scale - lse (-inf where masked); ``out`` is not ``x``."""
     T = x.dtype.type
     for j in range(x.shape[0]):
         v = (x[j] - m) * scale - lse
         if mask is not None:
             v = v if mask[j] else T(-np.inf)
         out[j] = v
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _shifted_store_inplace(x, m, scale, lse, mask):
+    """:func:`_shifted_store` with ``out`` = ``x``: read and written through ``x`` alone (given
+    the same array twice, LLVM leaves the loop scalar)."""
+    T = x.dtype.type
+    for j in range(x.shape[0]):
+        v = (x[j] - m) * scale - lse
+        if mask is not None:
+            v = v if mask[j] else T(-np.inf)
+        x[j] = v
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -137,6 +149,15 @@ def short_row_total(e, m, i):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def softmax_or_log_row(x, scale, out, mask, log):
+    """:func:`softmax_row` (``log`` False) or :func:`log_softmax_row` (True)."""
+    if log:
+        log_softmax_row(x, scale, out, mask)
+    else:
+        softmax_row(x, scale, out, mask)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def short_rows(x, r0, r1, scale, out, log):
     """softmax (``log`` False) or log_softmax (True) of rows r0..r1 of a short-row array."""
     C = x.shape[1]
@@ -146,10 +167,7 @@ def short_rows(x, r0, r1, scale, out, log):
     for i in range(r0, r1):
         ok, rest = short_row_total(e, m, i - r0)
         if not ok:
-            if log:
-                log_softmax_row(x[i], scale, out[i], None)
-            else:
-                softmax_row(x[i], scale, out[i], None)
+            softmax_or_log_row(x[i], scale, out[i], None, log)
         elif log:
             lse = x.dtype.type(np.log1p(rest))
             mi = m[i - r0]
@@ -161,32 +179,25 @@ def short_rows(x, r0, r1, scale, out, log):
                 out[i, j] = e[(i - r0) * C + j] * inv
 
 
-def _softmax(x, scale, out, mask):
-    n, C = x.shape
-    if mask is not None:
-        for i in prange(n):
-            softmax_row(x[i], scale, out[i], mask[i])
-    elif C >= SHORT_ROW:
-        for i in prange(n):
-            softmax_row(x[i], scale, out[i], None)
-    else:
-        R = max(1, CHUNK // C)
-        for c in prange((n + R - 1) // R):
-            short_rows(x, c * R, min(n, c * R + R), scale, out, False)
+def _softmax_family(log: bool):
+    """The row loop ``(x, scale, out, mask)`` of softmax (``log`` False) or log_softmax (True);
+    ``log`` is a constant of the compiled code, so each has only its own branches."""
 
+    def kernel(x, scale, out, mask):
+        n, C = x.shape
+        if mask is not None:
+            for i in prange(n):
+                softmax_or_log_row(x[i], scale, out[i], mask[i], log)
+        elif C >= SHORT_ROW:
+            for i in prange(n):
+                softmax_or_log_row(x[i], scale, out[i], None, log)
+        else:
+            R = max(1, CHUNK // C)
+            for c in prange((n + R - 1) // R):
+                short_rows(x, c * R, min(n, c * R + R), scale, out, log)
 
-def _log_softmax(x, scale, out, mask):
-    n, C = x.shape
-    if mask is not None:
-        for i in prange(n):
-            log_softmax_row(x[i], scale, out[i], mask[i])
-    elif C >= SHORT_ROW:
-        for i in prange(n):
-            log_softmax_row(x[i], scale, out[i], None)
-    else:
-        R = max(1, CHUNK // C)
-        for c in prange((n + R - 1) // R):
-            short_rows(x, c * R, min(n, c * R + R), scale, out, True)
+    kernel.__name__ = kernel.__qualname__ = "_log_softmax" if log else "_softmax"
+    return kernel
 
 
 def _logsumexp(x, out):
@@ -208,6 +219,6 @@ def _logsumexp(x, out):
             out[i] = np.float64(m[i - r0]) + np.log1p(rest) if ok else logsumexp_row(x[i])
 
 
-softmax_rows = row_kernel(_softmax)
-log_softmax_rows = row_kernel(_log_softmax)
-logsumexp_rows = row_kernel(_logsumexp)
+softmax_kernel = row_kernel(_softmax_family(log=False))
+log_softmax_kernel = row_kernel(_softmax_family(log=True))
+logsumexp_kernel = row_kernel(_logsumexp)

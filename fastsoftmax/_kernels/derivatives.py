@@ -14,24 +14,43 @@ from ._math import FASTMATH, row_dot, row_sum, same_memory, vexp
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _jvp_row(p, v, dot, scale, out):
+    """out = p * (v - dot) * scale; ``out`` is neither ``p`` nor ``v``."""
     for j in range(p.shape[0]):
         out[j] = p[j] * (v[j] - dot) * scale
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _jvp_row_inplace(out, other, dot, scale, out_is_p):
+    """:func:`_jvp_row` with ``out`` = p (``out_is_p``) or ``out`` = v, ``other`` the other
+    input: two arrays, not the same one twice, so the loop vectorizes."""
+    for j in range(out.shape[0]):
+        p, v = (out[j], other[j]) if out_is_p else (other[j], out[j])
+        out[j] = p * (v - dot) * scale
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _log_softmax_vjp_row(logp, g, total, scale, out):
+    """out = (g - exp(logp) * total) * scale; ``out`` is neither ``logp`` nor ``g``."""
     for j in range(logp.shape[0]):
         out[j] = (g[j] - vexp(logp[j]) * total) * scale
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _log_softmax_vjp_row_inplace(out, other, total, scale, out_is_logp):
+    """:func:`_log_softmax_vjp_row` with ``out`` = logp (``out_is_logp``) or ``out`` = g,
+    ``other`` the other input: two arrays, not the same one twice, so the loop vectorizes."""
+    for j in range(out.shape[0]):
+        logp, g = (out[j], other[j]) if out_is_logp else (other[j], out[j])
+        out[j] = (g - vexp(logp) * total) * scale
 
 
 def _jvp(p, v, scale, out):
     for i in prange(p.shape[0]):
         dot = p.dtype.type(row_dot(p[i], v[i]))
-        # an input that is ``out`` itself is passed as ``out``: one pointer, so LLVM vectorizes
         if same_memory(p[i], out[i]):
-            _jvp_row(out[i], v[i], dot, scale, out[i])
+            _jvp_row_inplace(out[i], v[i], dot, scale, True)
         elif same_memory(v[i], out[i]):
-            _jvp_row(p[i], out[i], dot, scale, out[i])
+            _jvp_row_inplace(out[i], p[i], dot, scale, False)
         else:
             _jvp_row(p[i], v[i], dot, scale, out[i])
 
@@ -40,9 +59,9 @@ def _log_softmax_vjp(logp, g, scale, out):
     for i in prange(logp.shape[0]):
         total = logp.dtype.type(row_sum(g[i]))
         if same_memory(logp[i], out[i]):
-            _log_softmax_vjp_row(out[i], g[i], total, scale, out[i])
+            _log_softmax_vjp_row_inplace(out[i], g[i], total, scale, True)
         elif same_memory(g[i], out[i]):
-            _log_softmax_vjp_row(logp[i], out[i], total, scale, out[i])
+            _log_softmax_vjp_row_inplace(out[i], logp[i], total, scale, False)
         else:
             _log_softmax_vjp_row(logp[i], g[i], total, scale, out[i])
 
@@ -57,6 +76,6 @@ def _jacobian(p, out):
             out[i, j, j] = pj * (T(1.0) - pj)
 
 
-jvp_rows = row_kernel(_jvp)
-log_softmax_vjp_rows = row_kernel(_log_softmax_vjp)
-jacobian_rows = row_kernel(_jacobian)
+jvp_kernel = row_kernel(_jvp)
+log_softmax_vjp_kernel = row_kernel(_log_softmax_vjp)
+jacobian_kernel = row_kernel(_jacobian)
