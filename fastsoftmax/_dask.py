@@ -42,8 +42,8 @@ import numpy as np
 from dask.array.core import PerformanceWarning
 
 from . import _validate as v
+from ._validate import check_binary_target, check_broadcast_weight
 from .binary import _run as _bce_run
-from .binary import check_binary_target, check_broadcast_weight
 from .binary import log_sigmoid as _log_sigmoid
 from .binary import sigmoid as _sigmoid
 from .derivatives import log_softmax_vjp as _log_softmax_vjp

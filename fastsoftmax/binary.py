@@ -32,10 +32,6 @@ from ._kernels.binary import SPAN, bce_kernel, log_sigmoid_kernel, sigmoid_kerne
 from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
-# The binary checks live in ``_validate``; these names are also imported from here (the Dask
-# adapter, the reference).
-from ._validate import check_binary_target, check_broadcast_weight  # noqa: F401
-
 # --------------------------------------------------------------------------- sigmoid
 
 

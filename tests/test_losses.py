@@ -868,6 +868,23 @@ def test_inf_rows_match_reference(index_target) -> None:
         )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("index_target", [True, False], ids=["idx", "prob"])
+def test_z_loss_gradient_of_an_inf_row_is_its_limit(index_target, dtype) -> None:
+    """d(zl L^2)/du_j = 2 zl L p_j: +inf on the +inf entries (L = +inf, p_j = 1/k), 0 where
+    p_j = 0; the cross-entropy part as without a z-loss. An all -inf row has p = 0: no z-loss
+    gradient (its loss is +inf)."""
+    z = np.array([[np.inf, 1.0, -2.0], [1.0, np.inf, np.inf], [-np.inf] * 3], dtype)
+    t = np.array([1, 0, 2]) if index_target else np.array([[0.0, 1.0, 0.0]] * 3, dtype)
+    kw = dict(z_loss=0.1, reduction="sum")
+    plain = fs.cross_entropy_backward(z, t, reduction="sum")
+    want = plain.astype(np.float64) + np.array([[np.inf, 0, 0], [0, np.inf, np.inf], [0, 0, 0]])
+    got = fs.cross_entropy_backward(z, t, **kw)
+    np.testing.assert_array_equal(got, want.astype(dtype), strict=True)
+    np.testing.assert_array_equal(ref.cross_entropy_backward(z, t, **kw), got, strict=True)
+    assert fs.cross_entropy(z, t, **kw) == np.inf
+
+
 @pytest.mark.parametrize("in_place", [False, True], ids=["out_of_place", "in_place"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

@@ -154,10 +154,9 @@ def test_bad_where(fn):
         fn(x, where=np.ones((4,), bool))
 
 
-# A NaN on a kept entry makes its row NaN throughout, left-out entries included, for softmax
-# and the cross-entropy gradient alike (the longdouble oracle of tests/test_option_specials.py
-# states the same); the row kernel of log_softmax writes -inf on the left-out entries of such rows
-# instead, which belongs to the kernels to settle.
+# A NaN on a kept entry makes its row NaN throughout, left-out entries included, for softmax,
+# log_softmax and the cross-entropy gradient alike (the longdouble oracle of
+# tests/test_option_specials.py states the same).
 def _nan_rows_case() -> tuple[np.ndarray, np.ndarray]:
     x = np.array([[1.0, np.nan, 2.0, 0.5], [np.inf, np.nan, -1.0, 0.0], [0.3, 0.1, np.nan, 2.0]])
     mask = np.array(
@@ -166,18 +165,7 @@ def _nan_rows_case() -> tuple[np.ndarray, np.ndarray]:
     return x, mask
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "softmax",
-        pytest.param(
-            "log_softmax",
-            marks=pytest.mark.xfail(
-                strict=True, reason="the log_softmax kernel gives -inf on left-out entries"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_row_is_nan_throughout(name, dtype):
     x, mask = _nan_rows_case()

@@ -54,6 +54,13 @@ def _limit_probs(z, j, k, mask):
 
 
 @njit(error_model="numpy", cache=True)
+def _limit_z_loss_grad(zl, p):
+    """The z-loss term 2 zl L p_j of dloss/du_j in such a row: L = +inf where p_j > 0 (a +inf
+    entry), and 0 where p_j = 0 (p_j vanishes faster than L grows)."""
+    return np.inf if zl != 0.0 and p != 0.0 else 0.0
+
+
+@njit(error_model="numpy", cache=True)
 def _nan_row(grad, want_grad):
     """The loss (NaN) of a row holding NaN; its gradient, if asked, is NaN too."""
     if want_grad:
@@ -184,7 +191,8 @@ def _index_row(z, y, weight, wsum, ignore_index, eps, zl, s, coef, grad, want_gr
         for j in range(C):
             kept_j = mask is None or mask[j]
             p = _limit_probs(z, j, k, mask)[0]
-            grad[j] = T(coef * s * (A * p - b * weight[j])) if kept_j else T(0.0)
+            d = A * p + _limit_z_loss_grad(zl, p) - b * weight[j]
+            grad[j] = T(coef * s * d) if kept_j else T(0.0)
         grad[y] -= T(coef * s * a)
     return loss
 
@@ -311,7 +319,9 @@ def _prob_row(z, t, weight, eps, zl, s, coef, grad, want_grad, mask):
         for j in range(C):
             q = weight[j] * (keep * t[j] + add)
             kept_j = mask is None or mask[j]
-            grad[j] = T(coef * s * (A * _limit_probs(z, j, k, mask)[0] - q)) if kept_j else T(0.0)
+            p = _limit_probs(z, j, k, mask)[0]
+            d = A * p + _limit_z_loss_grad(zl, p) - q
+            grad[j] = T(coef * s * d) if kept_j else T(0.0)
     return loss
 
 

@@ -55,7 +55,7 @@ def softmax_row(x, scale, out, mask):
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def log_softmax_row(x, scale, out, mask):
     """out = log_softmax(x * scale) for one row over the entries where ``mask`` is True (the
-    others get -inf); ``out`` may be ``x``."""
+    others get -inf; all NaN in a row holding NaN); ``out`` may be ``x``."""
     T = x.dtype.type
     m = row_max(x, mask)
     if m == np.inf or m == -np.inf:
@@ -69,6 +69,9 @@ def log_softmax_row(x, scale, out, mask):
                 out[j] = share if x[j] == np.inf and (mask is None or mask[j]) else T(-np.inf)
         return
     lse = T(np.log1p(row_exp_sum(x, m, scale, mask)))
+    if lse != lse:  # a NaN in the row: NaN throughout, left-out entries too (as softmax)
+        out[:] = np.nan
+        return
     if same_memory(x, out):
         _shifted_store_inplace(out, m, scale, lse, mask)
     else:
