@@ -71,6 +71,13 @@ def result_scalar(value: float, dtype: np.dtype) -> Any:
         return dtype.type(value)
 
 
+def _filled(n: int, dtype: Any, value: float) -> np.ndarray:
+    """np.full(n, value, dtype) at a third of its cost per call (it goes through np.copyto)."""
+    a = np.empty(n, dtype)
+    a.fill(value)
+    return a
+
+
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     """``x`` as an ndarray of its compute dtype (or of ``dtype`` when given)."""
     if type(x) is np.ndarray and dtype is None and x.dtype.char in "fd" and x.dtype.isnative:
@@ -218,7 +225,7 @@ def check_ignore_index(ignore_index: Any) -> int:
 def check_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray:
     """Class weights as a contiguous (C,) array of ``dtype``: finite and >= 0 (ones when None)."""
     if weight is None:
-        return np.ones(classes, dtype=dtype)
+        return _filled(classes, dtype, 1.0)
     w = as_float_array(weight, "weight")
     if w.shape != (classes,):
         raise ValueError(f"weight has shape {w.shape}; expected ({classes},), one weight per class")
@@ -298,12 +305,12 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
     """grad_output as a float64 array of one entry per row (a scalar is repeated)."""
     rows = math.prod(batch)
     if type(grad_output) is float:  # the common case, kept cheap
-        return np.full(rows, grad_output, dtype=np.float64)
+        return _filled(rows, np.float64, grad_output)
     g = np.asarray(grad_output)
     if g.dtype.kind not in "biuf":
         raise TypeError(f"grad_output has dtype {g.dtype}; expected a real number or array")
     if g.shape == ():
-        return np.full(rows, float(g), dtype=np.float64)
+        return _filled(rows, np.float64, float(g))
     if reduction == "none" and g.shape == batch:
         return kernel_input(np.ascontiguousarray(g, dtype=np.float64).reshape(-1))
     expected = f"a scalar or an array of shape {batch}" if reduction == "none" else "a scalar"
@@ -334,6 +341,18 @@ def product_args(
 ) -> tuple[np.ndarray, np.ndarray, int, Any, np.dtype]:
     """Checks of the two-input derivative products (JVP/VJP): (a, b in the common compute dtype,
     axis, 1/T in that dtype, the result dtype)."""
+    if (
+        type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and a.dtype == b.dtype
+        and a.dtype.char in "fd"
+        and a.dtype.isnative
+    ):  # the common case, kept cheap: both already in their compute and result dtype
+        check_same_shape(a, b, *names)
+        axis = normalize_axis(axis, a.ndim)
+        scale = scale_for(temperature, a.dtype)
+        check_out(out, a.shape, a.dtype)
+        return a, b, axis, scale, a.dtype
     dtype = common_dtype(a, b, names=names)
     a_in, b_in = a, b
     a = as_float_array(a, names[0], dtype)
