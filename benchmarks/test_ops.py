@@ -1,8 +1,9 @@
 """pytest-benchmark suite over the grid of ``fastsoftmax.bench`` (the one ``python -m fastsoftmax
 bench`` uses): every op x shape x dtype, each timed for fastsoftmax (allocating and ``out=``), plain
 NumPy, the NumPy reference, scipy.special (softmax, log_softmax) and PyTorch CPU (when installed,
-with numba's thread count), plus ``np.copyto`` of the input as the memory-bandwidth yardstick. Each benchmark
-is in the group ``op|shape|dtype``, so pytest-benchmark prints one comparison table per case.
+with numba's thread count), plus ``np.copyto`` of the input as the memory-bandwidth yardstick.
+Each benchmark is in the group ``op|shape|dtype``, so pytest-benchmark prints one comparison table
+per case.
 
 The default ``pytest`` run skips these (``testpaths = ["tests"]`` and ``--benchmark-skip`` in
 pyproject.toml). Run them with::
@@ -11,13 +12,14 @@ pyproject.toml). Run them with::
     pytest benchmarks --benchmark-only -m "not big"       # a quick subset: the in-cache shapes
     pytest benchmarks --benchmark-only -k "64x10 or 1024x1000"
     pytest benchmarks --benchmark-only -k "[softmax-1024x1000"   # "[op-" matches only that op
-    pytest benchmarks --benchmark-only -k "cross_entropy_with_grad and 4096x4096 and (fastsoftmax or torch)"
+    pytest benchmarks --benchmark-only \
+        -k "cross_entropy_with_grad and 4096x4096 and (fastsoftmax or torch)"
     pytest benchmarks --benchmark-only --benchmark-json=bench.json   # the raw numbers
 
 Test ids are ``op-shape-dtype-implementation``; implementations: fastsoftmax, fastsoftmax_out
-(``out=`` a preallocated array), numpy, reference, scipy, torch (autograd for the cross-entropy ops),
-torch_aten (cross-entropy through the aten kernels, no autograd) and copyto (np.copyto of the
-input: the memory-bandwidth yardstick). ``python -m fastsoftmax bench`` runs the same grid and
+(``out=`` a preallocated array), numpy, reference, scipy, torch (autograd for the cross-entropy
+ops), torch_aten (cross-entropy through the aten kernels, no autograd) and copyto (np.copyto of
+the input: the memory-bandwidth yardstick). ``python -m fastsoftmax bench`` runs the same grid and
 adds GB/s, % of the copy bandwidth and speedups.
 
 ``big`` marks the out-of-cache shapes (>= 4M elements: 4096x4096, 256x32000, 32x262144).

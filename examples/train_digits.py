@@ -150,12 +150,13 @@ def train(
         run.loss_seconds += loss_time
         log(
             f"[{backend}] {epoch:5d}  {run.losses[-1]:.5f}  {run.train_accuracy[-1]:9.4f}"
-            f"  {run.test_accuracy[-1]:8.4f}  {time.perf_counter() - t0:6.3f}s ({loss_time * 1e3:.1f} ms)"
+            f"  {run.test_accuracy[-1]:8.4f}  {time.perf_counter() - t0:6.3f}s"
+            f" ({loss_time * 1e3:.1f} ms)"
         )
     run.seconds = time.perf_counter() - start
     log(
-        f"[{backend}] final test accuracy {run.test_accuracy[-1]:.4f}; training {run.seconds:.3f}s, "
-        f"of which {run.loss_seconds:.3f}s in cross_entropy_with_grad"
+        f"[{backend}] final test accuracy {run.test_accuracy[-1]:.4f}; "
+        f"training {run.seconds:.3f}s, of which {run.loss_seconds:.3f}s in cross_entropy_with_grad"
     )
     return run
 

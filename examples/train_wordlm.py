@@ -1,4 +1,4 @@
-"""Train a small word-level language model in plain NumPy with ``fs.linear_cross_entropy_with_grad``.
+"""Train a small word-level language model in plain NumPy with ``linear_cross_entropy_with_grad``.
 
 The text is NumPy's own documentation (the docstrings of numpy, numpy.linalg, numpy.fft,
 numpy.random, numpy.ma and numpy.polynomial: ~1.5 MB, ~470k tokens, a vocabulary of ~6000 words
@@ -129,7 +129,8 @@ def main(argv=None, log=print) -> dict:
     model = WordLM(len(vocab), args.context, args.embed, args.hidden, rng)
     loss_fn = unfused if args.unfused else fused(args.chunk_size)
     log(
-        f"{len(tokens)} tokens, vocabulary {len(vocab)}, batch {args.batch}, context {args.context}, "
+        f"{len(tokens)} tokens, vocabulary {len(vocab)}, batch {args.batch}, "
+        f"context {args.context}, "
         f"{'unfused' if args.unfused else f'fused (chunks of {args.chunk_size} rows)'}"
     )
 

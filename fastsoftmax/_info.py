@@ -236,7 +236,7 @@ _MASKED = frozenset(
 
 
 def _calls(dtype: np.dtype, rows: int, classes: int) -> list[tuple[str, tuple, dict]]:
-    """(public name, args, kwargs) reaching every kernel (and argument-type variant) for ``dtype``."""
+    """(public name, args, kwargs) reaching every kernel and argument-type variant for ``dtype``."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, classes)).astype(dtype)
     z = rng.standard_normal((rows, classes))

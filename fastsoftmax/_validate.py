@@ -1,4 +1,4 @@
-"""Argument checks, dtype rules and the (rows, classes) layout, with every error message in one place.
+"""Argument checks, dtype rules and the (rows, classes) layout; every error message in one place.
 
 Used by the public functions (``fastsoftmax.reference`` has checks of its own, so that tests
 compare two independent implementations of what is rejected).
@@ -515,7 +515,8 @@ def check_softcap(softcap: Any, scale: Any, dtype: np.dtype) -> tuple[float | No
         )
     if not (np.isfinite(capped_scale) and capped_scale >= tiny):
         raise ValueError(
-            f"softcap / temperature = {cap * float(scale)!r} is not a finite normal positive {dtype}"
+            f"softcap / temperature = {cap * float(scale)!r} is not a finite normal "
+            f"positive {dtype}"
         )
     return cap, capped_scale
 

@@ -294,7 +294,7 @@ def binary_cross_entropy_with_logits_with_grad(
     reduction: str = "mean",
     out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    """Loss and gradient in one pass: ``(binary_cross_entropy_with_logits(...), d loss / d logits)``.
+    """Loss and gradient in one pass: ``(binary_cross_entropy_with_logits(...), d loss/d logits)``.
 
     Arguments as in :func:`binary_cross_entropy_with_logits`; ``out=logits`` writes the gradient
     over the logits.

@@ -112,7 +112,7 @@ def softmax_vjp(
     temperature: float = 1.0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Vector-Jacobian product of softmax: ``g^T J = p * (g - sum(p * g)) / T``, i.e. dL/dz from dL/dp.
+    """Vector-Jacobian product of softmax: ``g^T J = p * (g - sum(p * g)) / T``, dL/dz from dL/dp.
 
     J is symmetric, so the values equal :func:`softmax_jvp`. Parameters as there, with the
     cotangent g = dL/dp in place of the tangent.
@@ -130,7 +130,9 @@ def log_softmax_vjp(
     temperature: float = 1.0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Vector-Jacobian product of log_softmax: ``(g - exp(logp) * sum(g)) / T``, dL/dz from dL/dlogp.
+    """Vector-Jacobian product of log_softmax: ``(g - exp(logp) * sum(g)) / T``.
+
+    Gives dL/dz from dL/dlogp.
 
     Parameters
     ----------

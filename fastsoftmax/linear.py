@@ -72,7 +72,7 @@ def _run(
     chunk_size: int | None,
     want_grad: bool,
 ):
-    """Validate, then loop over the chunks; return (loss, dx, dW, db) (gradients None unless asked)."""
+    """Validate, loop over the chunks; return (loss, dx, dW, db) (gradients None unless asked)."""
     x, w_lin, b, res_dtype = v.check_linear(x, linear_weight, linear_bias)
     chunk_size = v.check_chunk_size(chunk_size)
     dtype = x.dtype  # the compute dtype (float32 for float16 inputs, whose results are rounded)
@@ -246,7 +246,7 @@ def linear_cross_entropy_with_grad(
     softcap: float | None = None,
     chunk_size: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Loss and gradients of :func:`linear_cross_entropy`: ``(loss, dx, dlinear_weight, dlinear_bias)``.
+    """Loss and gradients: ``(linear_cross_entropy(...), dx, dlinear_weight, dlinear_bias)``.
 
     With g = d loss / d logits (see :func:`fastsoftmax.cross_entropy_backward`), per chunk:
     ``dx = g @ W``, ``dW = sum over chunks of g.T @ x``, ``db = sum of g over rows``;

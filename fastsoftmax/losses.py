@@ -290,7 +290,9 @@ def cross_entropy_backward(
 
     Parameters
     ----------
-    logits, target, weight, ignore_index, reduction, label_smoothing, temperature, z_loss, softcap, where
+    logits, target, weight, ignore_index, reduction
+        As in :func:`cross_entropy`.
+    label_smoothing, temperature, z_loss, softcap, where
         As in :func:`cross_entropy`.
     grad_output : float or array_like
         Upstream gradient: a scalar for "mean"/"sum"; a scalar or an array of shape ``batch``
@@ -345,7 +347,7 @@ def cross_entropy_with_grad(
     out: np.ndarray | None = None,
     where: ArrayLike | None = None,
 ) -> tuple[Any, np.ndarray]:
-    """Loss and its gradient in one fused pass over each row: ``(cross_entropy(...), d loss/d logits)``.
+    """Loss and gradient in one fused pass over each row: ``(cross_entropy(...), d loss/d logits)``.
 
     Arguments as in :func:`cross_entropy`; ``out=logits`` writes the gradient over the logits
     (no extra memory beyond O(rows)).

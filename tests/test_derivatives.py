@@ -34,7 +34,7 @@ def call_ref(name, *args, **kwargs):
 
 
 def first_arg(name, x, axis=-1, temperature=1.0):
-    """The first argument of a derivative function for logits x: probabilities or log-probabilities."""
+    """First argument of a derivative function for logits x: probabilities or log-probabilities."""
     if name == "log_softmax_vjp":
         return fs.log_softmax(x, axis=axis, temperature=temperature)
     return fs.softmax(x, axis=axis, temperature=temperature)
@@ -84,7 +84,7 @@ def gradient_check_error(analytic, numeric) -> float:
 GRADCHECK_OK = 1e-8  # float64 analytic vs long-double central differences (h = 1e-6)
 
 
-# ----------------------------------------------------------------------------- against the reference
+# ---------------------------------------------------------------------------- against the reference
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -192,7 +192,7 @@ def test_long_rows_100k(name, dtype, temperature, rng):
 
 
 def test_vjp_equals_jvp_for_softmax(rng):
-    """J is symmetric: softmax_vjp and softmax_jvp agree; both equal J @ v with J from the Jacobian."""
+    """J is symmetric: softmax_vjp equals softmax_jvp; both equal J @ v with J from the Jacobian."""
     p = random_probs((6, 9), np.float64, rng)
     v = random_logits((6, 9), np.float64, rng)
     np.testing.assert_array_equal(
@@ -213,7 +213,7 @@ def test_jacobian_rows_sum_to_zero(rng):
     np.testing.assert_array_equal(np.diagonal(jac, axis1=-2, axis2=-1), p * (1 - p))
 
 
-# ----------------------------------------------------------------------------- layouts, axes, temperature
+# ----------------------------------------------------------------------- layouts, axes, temperature
 
 
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
@@ -420,7 +420,7 @@ def test_float32_derivatives_match_finite_differences(name, rng):
 
 
 def _diagonal_only_vjp(p, g, temperature):
-    """The classic wrong softmax backward: keeps dp_i/dz_i = p_i (1 - p_i), drops dp_i/dz_j, i != j."""
+    """Classic wrong softmax backward: keeps dp_i/dz_i = p_i (1 - p_i), drops dp_i/dz_j, i != j."""
     return p * (1 - p) * g / temperature
 
 
@@ -483,7 +483,8 @@ def test_softmax_with_squared_error_loss(temperature, rng):
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_log_softmax_with_nll_matches_cross_entropy_gradient(temperature, rng):
     """-sum(y * log_softmax(z / T)) has gradient log_softmax_vjp(logp, -y, T), which is also
-    cross_entropy_backward with probability targets and reduction="sum"; finite differences agree."""
+    cross_entropy_backward with probability targets and reduction="sum"; finite differences
+    agree."""
     z = random_logits((5, 6), np.float64, rng)
     y = random_probs((5, 6), np.float64, rng)
     grad = fs.log_softmax_vjp(

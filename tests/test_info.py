@@ -398,7 +398,9 @@ def test_warmup_in_a_fresh_process_leaves_nothing_to_compile():
         before = counts()
         for dt in ("float32", "float64"):
             for rows, classes in ((3, 5), (4000, 12)):
-                for name, args, kwargs in _info._calls(__import__("numpy").dtype(dt), rows, classes):
+                for name, args, kwargs in _info._calls(
+                    __import__("numpy").dtype(dt), rows, classes
+                ):
                     getattr(fs, name)(*args, **kwargs)
         after = counts()
         print("same" if before == after else f"compiled more: {before} -> {after}")

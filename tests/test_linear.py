@@ -80,7 +80,7 @@ def option_id(o: dict[str, Any]) -> str:
 
 
 def call_args(o: dict[str, Any], batch, features, classes, seed, dtype=np.float64, **extra):
-    """Positional arguments and keyword arguments of a linear_cross_entropy call for option ``o``."""
+    """Positional and keyword arguments of a linear_cross_entropy call for option ``o``."""
     ignore_index = -100 if o["ignore"] == "default" else 1
     x, w, b, t = make_problem(
         batch,
@@ -303,7 +303,7 @@ def test_chunk_size_changes_only_the_dw_rounding(extra) -> None:
 
 
 def test_default_chunk_keeps_the_budget(monkeypatch) -> None:
-    """With no chunk_size, each chunk's logits fit CHUNK_BYTES (counted through the matmul calls)."""
+    """With no chunk_size, each chunk's logits fit CHUNK_BYTES (counted at the matmul calls)."""
     import fastsoftmax.linear as lin
 
     monkeypatch.setattr(lin, "CHUNK_BYTES", 8 * 50 * 8)  # 8 rows of 50 float64 logits

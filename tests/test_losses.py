@@ -232,7 +232,7 @@ def _assert_unchanged(before: list[Any], after: list[Any]) -> None:
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=OPTION_IDS)
 def test_matches_reference_every_option(opts: Options) -> None:
-    """Loss, gradient (both grad_output kinds) and the fused pair equal the NumPy twin, every shape."""
+    """Loss, gradient (both grad_output kinds) and fused pair equal the NumPy twin, every shape."""
     for k, shape in enumerate(SHAPES):
         z, t, kw = make_case(shape, opts, seed=k)
         before = _copies(z, t, kw.get("weight"))

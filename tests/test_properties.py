@@ -158,7 +158,8 @@ def test_rows_are_independent(xa):
 def test_jvp_of_constant_tangent_is_zero(xa, temperature, k):
     """J 1 = 0: softmax does not change when every logit moves together.
 
-    Bounds relative to max(p, smallest normal): below it (subnormal p) only absolute accuracy is left.
+    Bounds relative to max(p, smallest normal): below it (subnormal p) only absolute accuracy is
+    left.
     """
     x, axis = xa
     p = fs.softmax(x, axis=axis, temperature=temperature)
@@ -193,7 +194,7 @@ def test_vjp_sums_to_zero(xa, data):
     assert np.all(np.abs(dz.astype(np.float64).sum(axis=axis)) <= bound)
 
 
-# ----------------------------------------------------------------------------- against the reference
+# ---------------------------------------------------------------------------- against the reference
 
 
 @given(logits(), temperatures, st.sampled_from(FORWARD))

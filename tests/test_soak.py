@@ -3,8 +3,8 @@
 One interpreter (a subprocess, so its resident set is its own) makes ``CALLS`` calls drawn at
 random from a table of cases: every public kernel function, float16/float32/float64/int inputs,
 shapes from one row of 3 classes to 4-D batches, above and below the parallel threshold,
-``out=`` buffers, weights, ignored labels, probability targets, masks. It records the resident set size
-(``/proc/self/statm``) after warm-up (20% of the calls) and at the end: growth must stay under
+``out=`` buffers, weights, ignored labels, probability targets, masks. It records the resident set
+size (``/proc/self/statm``) after warm-up (20% of the calls) and at the end: growth must stay under
 ``MAX_GROWTH_MB``. Every 997th call and, at the end, every case is checked against
 ``fastsoftmax.reference`` and bit for bit against its first result.
 
@@ -60,7 +60,9 @@ extra = [
     ("softmax_jacobian", (p3,), dict(axis=1)),
 ]
 for name, args, kwargs in extra:
-    cases.append((f"{name}(3-D, {kwargs})", name, args, kwargs, getattr(ref, name)(*args, **kwargs)))
+    cases.append(
+        (f"{name}(3-D, {kwargs})", name, args, kwargs, getattr(ref, name)(*args, **kwargs))
+    )
 out_cases = []
 for label, name, args, kwargs, expected in list(cases):
     with_out = ("softmax", "log_softmax", "softmax_vjp", "cross_entropy_with_grad")

@@ -99,7 +99,7 @@ def max_error_ratio(
     return float(np.max(ratio)) if ratio.size else 0.0
 
 
-# ----------------------------------------------------------------------------- against the reference
+# ---------------------------------------------------------------------------- against the reference
 
 
 def test_comparison_table_covers_the_api():
@@ -141,7 +141,7 @@ def test_long_rows_100k(name, dtype, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", SOFTMAX_LIKE)
 def test_longdouble_oracle(name, dtype, temperature, rng):
-    """Independent of the reference: float32/float64 results within a few ulp of the 80-bit answer."""
+    """Independent of the reference: float32/float64 within a few ulp of the 80-bit answer."""
     x = random_logits((64, 129), dtype, rng, scale=8.0)
     got = call(name, x, temperature=temperature)
     assert max_error_ratio(name, got, x, temperature=temperature) <= 1
@@ -762,7 +762,7 @@ def test_tiny_probabilities_float32_keep_relative_accuracy():
     assert max_error_ratio("softmax", fs.softmax(x), x) <= 1
 
 
-# ----------------------------------------------------------------------------- thread-count invariance
+# -------------------------------------------------------------------------- thread-count invariance
 
 
 def _spy_launches(monkeypatch):

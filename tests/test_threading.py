@@ -93,9 +93,11 @@ def make_cases(rows, classes, dtypes=("float32", "float64"), seed=0):
             ("cross_entropy_with_grad", (x, labels), dict(weight=w)),
             ("cross_entropy_with_grad", (x, soft), {}),
             ("cross_entropy_with_grad", (x, labels), dict(z_loss=1e-3, softcap=5.0)),
-            ("selective_log_softmax", (x, np.abs(labels)[:, None] % classes), dict(temperature=1.5)),
+            ("selective_log_softmax", (x, np.abs(labels)[:, None] % classes),
+             dict(temperature=1.5)),
             ("selective_log_softmax_vjp", (x, np.abs(labels) % classes, v[:, 0]), {}),
-            ("linear_cross_entropy", (x, np.eye(classes, dtype=dt)[::-1], labels), dict(chunk_size=3)),
+            ("linear_cross_entropy", (x, np.eye(classes, dtype=dt)[::-1], labels),
+             dict(chunk_size=3)),
             ("linear_cross_entropy_with_grad", (x, np.eye(classes, dtype=dt), soft),
              dict(softcap=5.0, linear_bias=v[0])),
             # masked forms, the binary family
@@ -104,7 +106,8 @@ def make_cases(rows, classes, dtypes=("float32", "float64"), seed=0):
             ("sigmoid", (x,), {}),
             ("log_sigmoid", (x,), {}),
             ("binary_cross_entropy_with_logits", (x, bt), dict(pos_weight=w)),
-            ("binary_cross_entropy_with_logits_with_grad", (x, bt), dict(weight=w, reduction="sum")),
+            ("binary_cross_entropy_with_logits_with_grad", (x, bt),
+             dict(weight=w, reduction="sum")),
             ("binary_cross_entropy_with_logits_backward", (x, bt), {}),
         ]
         for name, args, kwargs in calls:
@@ -141,10 +144,11 @@ def same(a, b):
 
 
 def check_reference(label, got, expected):
-    """Kernel result within float tolerance of the NumPy reference (error message names the case)."""
+    """Kernel result within float tolerance of the NumPy reference (the message names the case)."""
     for g, e in zip(parts(got), parts(expected)):
         g, e = np.asarray(g), np.asarray(e)
-        assert g.dtype == e.dtype and g.shape == e.shape, (label, g.dtype, e.dtype, g.shape, e.shape)
+        assert g.dtype == e.dtype and g.shape == e.shape, (
+            label, g.dtype, e.dtype, g.shape, e.shape)
         rtol = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 2e-5}.get(e.dtype, 1e-10)
         fin = np.abs(e[np.isfinite(e)])
         atol = rtol * float(fin.max()) if fin.size else 0.0
@@ -225,7 +229,8 @@ for i, case in enumerate(cases):
     sequential = call(case)
     check_reference(case[0], sequential, case[4])
     for k in range(N_THREADS):
-        assert same(results[k][i], sequential), f"thread {k}: {case[0]} differs from the sequential call"
+        assert same(results[k][i], sequential), (
+            f"thread {k}: {case[0]} differs from the sequential call")
 print(f"layer={layer} threads={N_THREADS} calls={N_THREADS * ROUNDS * len(cases)} "
       f"cases={len(cases)} launches={concurrent} seconds={elapsed:.2f}")
 if numba.get_num_threads() > 1:
@@ -389,7 +394,7 @@ def require_layer(layer: str | None) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def warm_cache():
-    """Compile (or load from numba's disk cache) every kernel once, so scenarios time only themselves."""
+    """Compile (or load from numba's cache) every kernel once, so scenarios time only themselves."""
     run_python("import fastsoftmax; print(fastsoftmax.warmup())", timeout=1800)
 
 

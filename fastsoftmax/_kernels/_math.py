@@ -410,7 +410,7 @@ def _key_to_float(typingctx, key):
 
 
 def _stack_array(dtype, count):
-    """Codegen of a 1-D C array of ``count`` ``dtype`` entries on the caller's stack (no meminfo)."""
+    """Codegen of a 1-D C array of ``count`` ``dtype`` items on the caller's stack (no meminfo)."""
     array_type = types.Array(dtype, 1, "C")
 
     def codegen(context, builder, signature, args):

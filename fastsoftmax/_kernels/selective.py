@@ -52,7 +52,10 @@ def _selective_row(row, index, s, out):
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _selective_vjp_row(row, index, g, s, out):
-    """out = s (scatter_add(g, index) - softmax(row * s) sum(g)) for one row; ``out`` may be ``row``."""
+    """out = s (scatter_add(g, index) - softmax(row * s) sum(g)) for one row.
+
+    ``out`` may be ``row``.
+    """
     T = row.dtype.type
     gsum = np.float64(0.0)
     for k in range(index.shape[0]):

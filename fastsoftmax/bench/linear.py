@@ -35,7 +35,9 @@ NOTES = {
     "fastsoftmax": "fs.linear_cross_entropy_with_grad(x, W, y)",
     "unfused": "z = x @ W.T; fs.cross_entropy_with_grad(z, y, out=z); z @ W; z.T @ x",
     "torch": "F.linear_cross_entropy(x, W, y).backward() (reference path)",
-    "torch_chunked": "F.linear_cross_entropy(x, W, y, options=LinearCrossEntropyOptions()).backward()",
+    "torch_chunked": (
+        "F.linear_cross_entropy(x, W, y, options=LinearCrossEntropyOptions()).backward()"
+    ),
 }
 
 
@@ -187,7 +189,7 @@ def run(
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    """Markdown: per shape and implementation, time, peak extra memory, and ratios to fastsoftmax."""
+    """Markdown: per shape and implementation, time, peak extra memory and ratios to fastsoftmax."""
     mb = 2.0**20
     lines = [
         "## linear_cross_entropy: forward + backward, float32 (each in a fresh process)",

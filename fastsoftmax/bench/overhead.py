@@ -180,6 +180,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             "validate: the fastsoftmax._validate calls the wrapper makes, replayed; kernel: the "
             "serial row kernel from a compiled loop; dispatch: the same kernel called from Python, "
             "less the kernel; rest: the public call less these three; public: the whole call "
-            "(allocating); torch aten: log_softmax + nll_loss forward and backward without autograd.",
+            "(allocating); torch aten: log_softmax + nll_loss forward and backward "
+            "without autograd.",
         ]
     )

@@ -72,7 +72,9 @@ IMPL_NOTES = {
         "numpy": "g = softmax(z) as above; g[rows, y] -= 1; g / n",
         "reference": "fastsoftmax.reference.cross_entropy_backward(z, y)",
         "torch": "loss.backward(retain_graph=True) of F.cross_entropy (forward done beforehand)",
-        "torch_aten": "aten.nll_loss_backward + _log_softmax_backward_data from the saved log_softmax",
+        "torch_aten": (
+            "aten.nll_loss_backward + _log_softmax_backward_data from the saved log_softmax"
+        ),
     },
 }
 for _notes in IMPL_NOTES.values():
@@ -82,7 +84,7 @@ OP_IMPLS = {op: tuple(notes) for op, notes in IMPL_NOTES.items()}
 
 
 def torch_module(threads: int | None = None):
-    """``torch`` with ``threads`` intra-op threads (default: numba's), or None when not installed."""
+    """``torch`` with ``threads`` intra-op threads (default: numba's), or None if not installed."""
     try:
         import torch
     except ImportError:

@@ -254,7 +254,8 @@ def format_tables(results: Sequence[dict[str, Any]]) -> str:
         out.append("")
     stat = results[0]["statistic"] if results else "median"
     out.append(
-        f"Times are the {stat} per call over the rounds. GB/s and elem/ns/core: from the out= call; "
+        f"Times are the {stat} per call over the rounds. GB/s and elem/ns/core: "
+        "from the out= call; "
         "% copy: its bandwidth over np.copyto's of the same input, timed in the same rounds. "
         "vs X: X's time / fastsoftmax's time (both allocating their result; > 1: fastsoftmax is "
         "faster), the median of the per-round ratios and (in brackets) their least and greatest. "
