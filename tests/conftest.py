@@ -414,8 +414,9 @@ def assert_close(
         rtol = rtol_for(expected.dtype)
     if expected.dtype.kind == "f":
         atol = max(atol, rtol * float(np.finfo(expected.dtype).tiny))
+    # dtype and shape are checked above: assert_allclose's strict= needs NumPy 2
     np.testing.assert_allclose(
-        actual, expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=err_msg, strict=True
+        actual, expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=err_msg
     )
 
 

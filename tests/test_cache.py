@@ -23,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 
+import numba
 import pytest
 from conftest import needs_jit
 
@@ -401,6 +402,10 @@ def test_import_works_with_read_only_package_and_home(readonly_site):
 
 @pytest.mark.slow
 @needs_jit
+@pytest.mark.skipif(
+    tuple(map(int, numba.__version__.split(".")[:2])) < (0, 62),
+    reason="NUMBA_CACHE_LOCATOR_CLASSES needs numba >= 0.62",
+)
 def test_read_only_install_without_the_fallback_really_fails(readonly_site):
     """The hazard is real: restricted to numba's usual locators, the same import raises."""
     site, tmp = readonly_site
@@ -430,14 +435,10 @@ def test_read_only_package_with_writable_home_uses_the_user_cache(readonly_site,
 # --------------------------------------------------------------------------- the locator, in-process
 
 
-def _cache_impl():
+def test_locator_comes_right_after_numba_cache_dir():
     from numba.core import caching
 
-    return getattr(caching, "CacheImpl", None) or caching._CacheImpl
-
-
-def test_locator_comes_right_after_numba_cache_dir():
-    locators = _cache_impl()._locator_classes
+    locators = caching.CacheImpl._locator_classes
     assert locators.index(_cache.PackageCacheLocator) == 1, locators
     assert locators[0].__name__.lstrip("_") == "UserProvidedCacheLocator"
     _cache.install()  # idempotent
