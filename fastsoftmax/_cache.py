@@ -23,7 +23,7 @@ no sources hash). For every function defined in this package it caches under::
 
 numba fixes a function's cache directory when it is decorated, so ``install()`` must run before
 any kernel module is imported (``fastsoftmax._runtime`` calls it). A user-chosen locator list
-(``NUMBA_CACHE_LOCATOR_CLASSES``) replaces numba's list and with it this locator.
+(``NUMBA_CACHE_LOCATOR_CLASSES``, numba >= 0.62) replaces numba's list and with it this locator.
 """
 
 from __future__ import annotations
@@ -181,12 +181,11 @@ class PackageCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheL
 
 def install() -> None:
     """Insert PackageCacheLocator into numba's locators, after NUMBA_CACHE_DIR's (idempotent)."""
-    # CacheImpl and UserProvidedCacheLocator in numba 0.68, underscore-prefixed in older releases
-    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+    # UserProvidedCacheLocator since numba 0.62, underscore-prefixed in 0.61
     user_provided = (
         getattr(caching, "UserProvidedCacheLocator", None) or caching._UserProvidedCacheLocator
     )
-    locators = impl._locator_classes
+    locators = caching.CacheImpl._locator_classes
     # drop a copy from an earlier import of this module (importlib.reload)
     locators[:] = [
         c

@@ -87,9 +87,8 @@ def _tbb_candidates() -> list[str]:
         sys.base_prefix,
         os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
     ]
-    user_base = getattr(site, "USER_BASE", None)
-    if user_base:
-        prefixes.append(user_base)
+    if site.USER_BASE:  # None when site ran no setup (python -S)
+        prefixes.append(site.USER_BASE)
     subdirs = ("Library/bin", "") if sys.platform.startswith("win") else ("lib",)
     found: list[str] = []
     for prefix in dict.fromkeys(prefixes):
@@ -113,7 +112,7 @@ def _preload_tbb() -> str | None:
         return None
     for path in _tbb_candidates():
         try:
-            ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)  # 0 on Windows
             return path
         except OSError:
             continue

@@ -91,7 +91,8 @@ Args = tuple[tuple[Any, ...], dict[str, Any]]
 def random_logits(
     shape: tuple[int, ...], dtype: Any, rng: np.random.Generator, scale: float = 3.0
 ) -> np.ndarray:
-    """Logits of ``dtype``: normal * scale for floats, small integers for ints, coin flips for bool."""
+    """Logits of ``dtype``: normal * scale for floats, small integers for ints, coin flips for
+    bool."""
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
         return rng.random(shape) < 0.5
@@ -104,7 +105,8 @@ def random_logits(
 def random_probs(
     shape: tuple[int, ...], dtype: Any, rng: np.random.Generator, axis: int = -1
 ) -> np.ndarray:
-    """Rows of probabilities along ``axis`` (the float64 softmax of random logits), cast to ``dtype``.
+    """Rows of probabilities along ``axis`` (the float64 softmax of random logits), cast to
+    ``dtype``.
 
     For integer and bool dtypes the values are not probabilities but still valid arguments.
     """
@@ -127,7 +129,8 @@ def index_target(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray
 
 
 def prob_target(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -> np.ndarray:
-    """Probability targets of ``shape`` (rows sum to 1), float dtype (float64 for int/bool logits)."""
+    """Probability targets of ``shape`` (rows sum to 1), of a float dtype (float64 for int/bool
+    logits)."""
     dtype = np.dtype(dtype)
     dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
     return random_probs(shape, dtype, rng)
@@ -424,8 +427,9 @@ def assert_close(
         rtol = rtol_for(expected.dtype)
     if expected.dtype.kind == "f":
         atol = max(atol, rtol * float(np.finfo(expected.dtype).tiny))
+    # dtype and shape are checked above: assert_allclose's strict= needs NumPy 2
     np.testing.assert_allclose(
-        actual, expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=err_msg, strict=True
+        actual, expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=err_msg
     )
 
 

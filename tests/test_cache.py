@@ -23,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 
+import numba
 import pytest
 from conftest import needs_jit
 
@@ -401,6 +402,10 @@ def test_import_works_with_read_only_package_and_home(readonly_site):
 
 @pytest.mark.slow
 @needs_jit
+@pytest.mark.skipif(
+    tuple(map(int, numba.__version__.split(".")[:2])) < (0, 62),
+    reason="NUMBA_CACHE_LOCATOR_CLASSES needs numba >= 0.62",
+)
 def test_read_only_install_without_the_fallback_really_fails(readonly_site):
     """The hazard is real: restricted to numba's usual locators, the same import raises."""
     site, tmp = readonly_site
@@ -427,17 +432,13 @@ def test_read_only_package_with_writable_home_uses_the_user_cache(readonly_site,
     assert result["cache_dir_source"] == "user cache directory", result
 
 
-# --------------------------------------------------------------------------- the locator, in-process
-
-
-def _cache_impl():
-    from numba.core import caching
-
-    return getattr(caching, "CacheImpl", None) or caching._CacheImpl
+# ----------------------------------------------------------------------- the locator, in-process
 
 
 def test_locator_comes_right_after_numba_cache_dir():
-    locators = _cache_impl()._locator_classes
+    from numba.core import caching
+
+    locators = caching.CacheImpl._locator_classes
     assert locators.index(_cache.PackageCacheLocator) == 1, locators
     assert locators[0].__name__.lstrip("_") == "UserProvidedCacheLocator"
     _cache.install()  # idempotent

@@ -1,4 +1,5 @@
-"""fastsoftmax.kernels: the row kernels called from users' own @njit code give the public results."""
+"""fastsoftmax.kernels: the row kernels called from users' own @njit code give the public
+results."""
 
 from __future__ import annotations
 
@@ -21,9 +22,7 @@ def same(actual, expected):
     eps = np.finfo(expected.dtype).eps
     finite = np.abs(expected[np.isfinite(expected)])
     atol = 4 * eps * float(finite.max()) if finite.size else 0.0
-    np.testing.assert_allclose(
-        actual, expected, rtol=4 * eps, atol=atol, equal_nan=True, strict=False
-    )
+    np.testing.assert_allclose(actual, expected, rtol=4 * eps, atol=atol, equal_nan=True)
     assert np.array_equal(np.isnan(actual), np.isnan(expected))
     assert np.array_equal(np.isinf(actual), np.isinf(expected))
 

@@ -46,7 +46,9 @@ CE_WITH_GRAD = COMPARISONS["cross_entropy_with_grad"]
 
 FLOAT_DTYPES = [np.dtype(np.float32), np.dtype(np.float64)]
 # Huge but finite magnitudes: near the top of float32's range; far beyond exp's range in float64.
-HUGE = {np.dtype(np.float32): 3e38, np.dtype(np.float64): 1e30}
+# Each exactly representable in its dtype: hypothesis rejects an array element that the cast
+# changes (a float32 compares unequal to the Python float 3e38 under NumPy 1's promotion rules).
+HUGE = {np.dtype(np.float32): float(np.float32(3e38)), np.dtype(np.float64): 1e30}
 REDUCTIONS = ["mean", "sum", "none"]
 
 # --------------------------------------------------------------------------- strategies
