@@ -681,22 +681,8 @@ def cross_entropy(
     where: Any = None,
 ) -> da.Array:
     """Lazy :func:`fastsoftmax.cross_entropy` (a 0-d dask array for "mean"/"sum")."""
-    return _ce_graph(
-        logits,
-        target,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        1.0,
-        None,
-        where,
-        True,
-        False,
-    )[0]
+    # locals() is the parameters and nothing else at this point: they go on by name
+    return _ce_graph(**locals(), grad_output=1.0, out=None, want_loss=True, want_grad=False)[0]
 
 
 def cross_entropy_backward(
@@ -715,22 +701,7 @@ def cross_entropy_backward(
     where: Any = None,
 ) -> da.Array:
     """Lazy :func:`fastsoftmax.cross_entropy_backward`."""
-    return _ce_graph(
-        logits,
-        target,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        grad_output,
-        out,
-        where,
-        False,
-        True,
-    )[1]
+    return _ce_graph(**locals(), want_loss=False, want_grad=True)[1]
 
 
 def cross_entropy_with_grad(
@@ -748,22 +719,7 @@ def cross_entropy_with_grad(
     where: Any = None,
 ) -> tuple[da.Array, da.Array]:
     """Lazy :func:`fastsoftmax.cross_entropy_with_grad`: (loss, gradient), one pass per block."""
-    return _ce_graph(
-        logits,
-        target,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        1.0,
-        out,
-        where,
-        True,
-        True,
-    )
+    return _ce_graph(**locals(), grad_output=1.0, want_loss=True, want_grad=True)
 
 
 # --------------------------------------------------------------------------- selective log-softmax
@@ -1162,21 +1118,7 @@ def linear_cross_entropy(
     result dtype (float16 inputs: rounded to float16 per block, where the NumPy call rounds
     once). ``chunk_size`` applies within each block.
     """
-    return _linear_graph(
-        x,
-        linear_weight,
-        target,
-        linear_bias,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        chunk_size,
-        False,
-    )
+    return _linear_graph(**locals(), want_grad=False)
 
 
 def linear_cross_entropy_with_grad(
@@ -1213,21 +1155,7 @@ def linear_cross_entropy_with_grad(
 
     One dW per block is held until it is added, and two (C, H) arrays per addition.
     """
-    return _linear_graph(
-        x,
-        linear_weight,
-        target,
-        linear_bias,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        chunk_size,
-        True,
-    )
+    return _linear_graph(**locals(), want_grad=True)
 
 
 # --------------------------------------------------------------------------- binary family

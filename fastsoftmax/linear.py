@@ -199,36 +199,9 @@ def linear_cross_entropy(
     float32: float32; integers: float64). Class weights and probability targets do not change it.
     """
     if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
-        return dask_call(
-            "linear_cross_entropy",
-            x,
-            linear_weight,
-            target,
-            linear_bias=linear_bias,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            temperature=temperature,
-            z_loss=z_loss,
-            softcap=softcap,
-            chunk_size=chunk_size,
-        )
-    return _run(
-        x,
-        linear_weight,
-        target,
-        linear_bias,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        chunk_size,
-        False,
-    )[0]
+        # locals() is the parameters and nothing else at this point: they go on by name
+        return dask_call("linear_cross_entropy", **locals())
+    return _run(**locals(), want_grad=False)[0]
 
 
 def linear_cross_entropy_with_grad(
@@ -259,33 +232,5 @@ def linear_cross_entropy_with_grad(
     copies, and dx and dW in float32 before rounding.
     """
     if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
-        return dask_call(
-            "linear_cross_entropy_with_grad",
-            x,
-            linear_weight,
-            target,
-            linear_bias=linear_bias,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            temperature=temperature,
-            z_loss=z_loss,
-            softcap=softcap,
-            chunk_size=chunk_size,
-        )
-    return _run(
-        x,
-        linear_weight,
-        target,
-        linear_bias,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        chunk_size,
-        True,
-    )
+        return dask_call("linear_cross_entropy_with_grad", **locals())
+    return _run(**locals(), want_grad=True)

@@ -238,34 +238,9 @@ def cross_entropy(
         For logits with 0 classes (no target can be valid), among the other argument checks.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, where):
-        return dask_call(
-            "cross_entropy",
-            logits,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            temperature=temperature,
-            z_loss=z_loss,
-            softcap=softcap,
-            where=where,
-        )
-    return _run(
-        logits,
-        target,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        1.0,
-        False,
-        None,
-        where,
-    )[0]
+        # locals() is the parameters and nothing else at this point: they go on by name
+        return dask_call("cross_entropy", **locals())
+    return _run(**locals(), grad_output=1.0, want_grad=False, out=None)[0]
 
 
 def cross_entropy_backward(
@@ -301,36 +276,8 @@ def cross_entropy_backward(
         Writable array of the logits' shape and the result dtype; may be ``logits`` itself.
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, grad_output, where):
-        return dask_call(
-            "cross_entropy_backward",
-            logits,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            temperature=temperature,
-            z_loss=z_loss,
-            softcap=softcap,
-            grad_output=grad_output,
-            out=out,
-            where=where,
-        )
-    return _run(
-        logits,
-        target,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        grad_output,
-        True,
-        out,
-        where,
-    )[1]
+        return dask_call("cross_entropy_backward", **locals())
+    return _run(**locals(), want_grad=True)[1]
 
 
 def cross_entropy_with_grad(
@@ -353,32 +300,5 @@ def cross_entropy_with_grad(
     (no extra memory beyond O(rows)).
     """
     if "dask" in sys.modules and dask_in(logits, target, weight, where):
-        return dask_call(
-            "cross_entropy_with_grad",
-            logits,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            temperature=temperature,
-            z_loss=z_loss,
-            softcap=softcap,
-            out=out,
-            where=where,
-        )
-    return _run(
-        logits,
-        target,
-        weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        temperature,
-        z_loss,
-        softcap,
-        1.0,
-        True,
-        out,
-        where,
-    )
+        return dask_call("cross_entropy_with_grad", **locals())
+    return _run(**locals(), grad_output=1.0, want_grad=True)
