@@ -201,9 +201,8 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_label_smoothing(label_smoothing: Any) -> float:
-    if (
-        type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
-    ):  # the common case, kept cheap
+    # the common case, kept cheap
+    if type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0:
         return label_smoothing
     eps = _real(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
@@ -212,9 +211,8 @@ def check_label_smoothing(label_smoothing: Any) -> float:
 
 
 def check_ignore_index(ignore_index: Any) -> int:
-    if (
-        type(ignore_index) is int and -(2**63) <= ignore_index < 2**63
-    ):  # the common case, kept cheap
+    # the common case, kept cheap
+    if type(ignore_index) is int and -(2**63) <= ignore_index < 2**63:
         return ignore_index
     value = _integer(ignore_index, "ignore_index")
     if not -(2**63) <= value < 2**63:
@@ -264,9 +262,9 @@ def check_target(
             flat = kernel_input(np.ascontiguousarray(t, dtype=np.int64).reshape(-1))
             bad = first_bad_target(flat, classes, ignore_index)
         if bad >= 0:
-            where = tuple(int(i) for i in np.unravel_index(bad, t.shape)) if t.ndim else ()
+            where = tuple(int(i) for i in np.unravel_index(bad, t.shape))
             raise ValueError(
-                f"target value {t[where] if t.ndim else t[()]} at index {where} is out of range "
+                f"target value {t[where]} at index {where} is out of range "
                 f"[0, {classes}) and is not ignore_index={ignore_index}"
             )
         return flat, True
@@ -347,20 +345,18 @@ def product_args(
         and a.dtype == b.dtype
         and a.dtype.char in "fd"
         and a.dtype.isnative
-    ):  # the common case, kept cheap: both already in their compute and result dtype
-        check_same_shape(a, b, *names)
-        axis = normalize_axis(axis, a.ndim)
-        scale = scale_for(temperature, a.dtype)
-        check_out(out, a.shape, a.dtype)
-        return a, b, axis, scale, a.dtype
-    dtype = common_dtype(a, b, names=names)
-    a_in, b_in = a, b
-    a = as_float_array(a, names[0], dtype)
-    b = as_float_array(b, names[1], dtype)
+    ):
+        # the common case, kept cheap: both already in their compute and result dtype
+        dtype = res_dtype = a.dtype
+    else:
+        dtype = common_dtype(a, b, names=names)
+        a_in, b_in = a, b
+        a = as_float_array(a, names[0], dtype)
+        b = as_float_array(b, names[1], dtype)
+        res_dtype = np.result_type(result_dtype(a_in, a), result_dtype(b_in, b))
     check_same_shape(a, b, *names)
     axis = normalize_axis(axis, a.ndim)
     scale = scale_for(temperature, dtype)
-    res_dtype = np.result_type(result_dtype(a_in, a), result_dtype(b_in, b))
     check_out(out, a.shape, res_dtype)
     return a, b, axis, scale, res_dtype
 

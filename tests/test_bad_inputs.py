@@ -343,6 +343,12 @@ BAD_TARGETS = {
         ValueError,
         "out of range",
     ),
+    # 2**64 - 100 as int64 is -100, the default ignore_index: it must not pass as ignored
+    "label_uint64_wrapping_to_ignore_index": (
+        lambda: np.array([1, 2**64 - 100, 1], dtype=np.uint64),
+        ValueError,
+        re.escape(f"target value {2**64 - 100} at index (1,)"),
+    ),
     "label_-101": (lambda: np.array([0, 1, -101]), ValueError, "out of range"),
     "label_int8_negative": (
         lambda: np.array([0, -5, 1], dtype=np.int8),
