@@ -54,14 +54,16 @@ PLAIN_PYTHON = bool(numba.config.DISABLE_JIT)
 needs_jit = pytest.mark.needs_jit
 
 
-def has_avx2() -> bool:
-    """Whether this CPU has AVX2 (the kernels' vector loops then use ymm registers)."""
+def has_avx2(*, fma: bool = False) -> bool:
+    """Whether this CPU has AVX2 (the kernels' vector loops then use ymm registers), and FMA too
+    if ``fma``."""
     try:
         import llvmlite.binding as llvm
 
-        return "+avx2" in llvm.get_host_cpu_features().flatten()
+        features = llvm.get_host_cpu_features().flatten()
     except Exception:
         return False
+    return "+avx2" in features and (not fma or "+fma" in features)
 
 
 def jit_only(*items: Any) -> list[Any]:

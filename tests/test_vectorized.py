@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,21 @@ from fastsoftmax import _info
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Each probe makes the in-place call that the kernel named in its key makes.
-PROBES = textwrap.dedent("""
+EXP_PASSES = [
+    "_exp_sum",
+    "_exp_store_exact",
+    "_exp_store_plain",
+    "_exp_inplace_exact",
+    "_exp_inplace_plain",
+]
+EXP_PASS_KEYS = [
+    f"{name}[{dtype},{mask}]"
+    for dtype in ("float32", "float64")
+    for mask in ("all", "mask")
+    for name in EXP_PASSES
+]
+
+PROBES = f"EXP_PASSES = {EXP_PASSES!r}\n" + textwrap.dedent("""
     import json
     import numpy as np
     from numba import njit
@@ -98,6 +113,15 @@ PROBES = textwrap.dedent("""
     for name, (probe, args) in calls.items():
         probe(*args)
         asm[name] = probe.inspect_asm(probe.signatures[0])
+    # every exp pass as the row kernels call it, in both dtypes, with and without a mask
+    for dtype in (np.float32, np.float64):
+        row = np.linspace(-3.0, 3.0, 1000).astype(dtype)
+        for mask in (None, row > 0):
+            for name in EXP_PASSES:
+                row_pass = getattr(_math, name)
+                row_pass(row.copy(), dtype(3.0), dtype(1.0), row.copy(), mask)
+                key = f"{name}[{np.dtype(dtype).name},{'mask' if mask is not None else 'all'}]"
+                asm[key] = row_pass.inspect_asm(row_pass.signatures[-1])
     print(json.dumps(asm))
 """)
 
@@ -134,7 +158,7 @@ def probe_asm(tmp_path_factory) -> dict[str, str]:
 
 
 def test_every_probe_is_listed(probe_asm):
-    assert sorted(probe_asm) == sorted(NAMES)
+    assert sorted(probe_asm) == sorted(NAMES + EXP_PASS_KEYS)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -142,3 +166,18 @@ def test_in_place_twin_is_vectorized(probe_asm, name):
     reg, count = _info._vector_width(probe_asm[name])
     assert reg in ("ymm", "zmm"), f"{name}: no packed ymm/zmm instruction in its machine code"
     assert count >= 4, f"{name}: only {count} packed instructions"
+
+
+# Packed FMAs: the exp's polynomial (5 Horner steps in float32) and its reduction run on vectors.
+# A helper that LLVM does not inline is a call in the loop, and the loop stays scalar: on an
+# AVX-512 host the exact passes (log_softmax, cross-entropy, logsumexp) and every masked pass
+# ran their exps one at a time, 5-6x slower, while a loose "some packed instruction" check passed
+# on the float64 partial sums alone.
+MIN_PACKED_FMAS = 8
+
+
+@pytest.mark.skipif(not has_avx2(fma=True), reason="counts FMA instructions")
+@pytest.mark.parametrize("key", EXP_PASS_KEYS)
+def test_exp_pass_computes_its_exps_on_vectors(probe_asm, key):
+    packed = len(re.findall(r"\bvfn?madd\w*p[sd]\b", probe_asm[key]))
+    assert packed >= MIN_PACKED_FMAS, f"{key}: {packed} packed FMA instructions, the exp is scalar"

@@ -67,6 +67,37 @@ def _pow2(typingctx, k):
     return k(k), codegen
 
 
+@intrinsic
+def _select(typingctx, cond, a, b):
+    """``a if cond else b`` as one LLVM select, no branch: a branch in an inlined helper kept
+    LLVM from vectorizing the loop around it (the exact exp passes ran scalar)."""
+    if not (isinstance(cond, types.Boolean) and a == b and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        c = context.cast(builder, args[0], signature.args[0], types.boolean)
+        return builder.select(c, args[1], args[2])
+
+    return a(cond, a, b), codegen
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (llvm.fma). The exp's multiply-adds are written out as these so
+    that its rounding is the same wherever it is inlined, whatever the caller's fastmath flags
+    (an inlined body takes the caller's; without ``contract`` the float64 exp was 1.13 ulp)."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fty = args[0].type
+        name = "llvm.fma.f32" if a == types.float32 else "llvm.fma.f64"
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty] * 3), name)
+        return builder.call(fma, args)
+
+    return a(a, b, c), codegen
+
+
 # float32: |r| <= ln2/2 after reduction; Taylor to r**7 leaves < 5.3e-9 relative truncation error.
 _LN2_HI_32 = np.float32(0.693359375)  # 9 significant bits, so k * LN2_HI is exact
 _LN2_LO_32 = np.float32(-2.12194440e-4)
@@ -107,50 +138,31 @@ _XMIN_64 = -745.1332191019412  # log of the smallest subnormal
 _C = tuple(1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))) for n in range(14))
 
 
-@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True, inline="always")
 def _exp_f64(hi, lo):
     """exp(hi + lo) for float64 (|lo| << |hi|), ~1 ulp; 0 below ~-745, inf above ~709.78."""
-    k = np.floor(hi * _LOG2E_64 + 0.5)
-    r = hi - k * _LN2_HI_64
-    r = r - k * _LN2_LO_64 + lo
+    k = np.floor(_fma(hi, _LOG2E_64, 0.5))
+    r = _fma(-k, _LN2_HI_64, hi)
+    r = _fma(-k, _LN2_LO_64, r) + lo
     p = _C[13]
-    p = p * r + _C[12]
-    p = p * r + _C[11]
-    p = p * r + _C[10]
-    p = p * r + _C[9]
-    p = p * r + _C[8]
-    p = p * r + _C[7]
-    p = p * r + _C[6]
-    p = p * r + _C[5]
-    p = p * r + _C[4]
-    p = p * r + _C[3]
-    p = p * r + _C[2]
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _fma(p, r, _C[12])
+    p = _fma(p, r, _C[11])
+    p = _fma(p, r, _C[10])
+    p = _fma(p, r, _C[9])
+    p = _fma(p, r, _C[8])
+    p = _fma(p, r, _C[7])
+    p = _fma(p, r, _C[6])
+    p = _fma(p, r, _C[5])
+    p = _fma(p, r, _C[4])
+    p = _fma(p, r, _C[3])
+    p = _fma(p, r, _C[2])
+    p = _fma(p, r, 1.0)
+    p = _fma(p, r, 1.0)
     k1 = np.floor(k * 0.5)
     y = p * _pow2(k1) * _pow2(k - k1)
-    y = 0.0 if hi < _XMIN_64 else y
-    y = np.inf if hi > _XMAX_64 else y
+    y = _select(hi < _XMIN_64, 0.0, y)
+    y = _select(hi > _XMAX_64, np.inf, y)
     return y
-
-
-@intrinsic
-def _product_error(typingctx, a, b, p):
-    """a * b - p exactly for p = fl(a * b): one fused multiply-add, fma(a, b, -p).
-
-    Written as ``a * b - p`` and left to ``contract``, LLVM computes a * b once for p and for
-    this, and the shared product is not fused: the result was 0.
-    """
-    if not (a == b == p and a in (types.float32, types.float64)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        fty = args[0].type
-        name = "llvm.fma.f32" if a == types.float32 else "llvm.fma.f64"
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty] * 3), name)
-        return builder.call(fma, [args[0], args[1], builder.fneg(args[2])])
-
-    return a(a, b, p), codegen
 
 
 @intrinsic
@@ -194,28 +206,28 @@ _Q_32 = tuple(
 )
 
 
-@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True, inline="always")
 def _exp_shifted_f32(x, shift, scale):
     d = x - shift
     t = d - x
     err = (x - (d - t)) - (shift + t)  # TwoSum: d + err == x - shift exactly
     u = d * scale
-    lo = _product_error(d, scale, u) + err * scale  # u + lo == (x - shift) * scale to ~1e-14
-    t = u * _LOG2E_32 + _MAGIC_32
+    lo = _fma(err, scale, _fma(d, scale, -u))  # u + lo == (x - shift) * scale to ~1e-14
+    t = _fma(u, _LOG2E_32, _MAGIC_32)
     n = t - _MAGIC_32
-    r = u - n * _LN2_HI_E32
-    r = r + n * _LN2_LO_E32 + lo
-    q = _Q_32[5] * r + _Q_32[4]
-    q = q * r + _Q_32[3]
-    q = q * r + _Q_32[2]
-    q = q * r + _Q_32[1]
-    q = q * r + _Q_32[0]
+    r = _fma(-n, _LN2_HI_E32, u)
+    r = _fma(n, _LN2_LO_E32, r) + lo
+    q = _fma(_Q_32[5], r, _Q_32[4])
+    q = _fma(q, r, _Q_32[3])
+    q = _fma(q, r, _Q_32[2])
+    q = _fma(q, r, _Q_32[1])
+    q = _fma(q, r, _Q_32[0])
     s = _magic_pow2(t)
-    y = ((r * s) * q + s) * _TWO_M64_32
-    return np.float32(0.0) if u < _XMIN_32 else y
+    y = _fma(r * s, q, s) * _TWO_M64_32
+    return _select(u < _XMIN_32, np.float32(0.0), y)
 
 
-@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True)
+@njit(fastmath=_EXP_FLAGS, error_model="numpy", cache=True, inline="always")
 def _exp_shifted_f64(x, shift, scale):
     return _exp_f64((x - shift) * scale, 0.0)
 
@@ -235,7 +247,7 @@ def exp_shifted(x, shift, scale):
         return np.float64(_exp_shifted_f64(np.float64(x), np.float64(shift), np.float64(scale)))
 
 
-@overload(exp_shifted, jit_options={"cache": True, "error_model": "numpy"})
+@overload(exp_shifted, jit_options={"cache": True, "error_model": "numpy"}, inline="always")
 def _exp_shifted_overload(x, shift, scale):
     if x == types.float32:
         return lambda x, shift, scale: _exp_shifted_f32(x, shift, scale)
@@ -467,6 +479,9 @@ if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (coverage runs): intrinsics 
     def _pow2(k):  # k is integral; out of the normal range the callers discard the result
         return np.ldexp(type(k)(1.0), int(k)) if abs(k) < 2048 else type(k)(np.nan)
 
+    def _select(cond, a, b):
+        return a if cond else b
+
     def _magic_pow2(t):
         bits = int(np.float32(t).view(np.uint32))
         return np.uint32((bits << 23) & 0xFFFFFFFF).view(np.float32)
@@ -484,8 +499,10 @@ if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 (coverage runs): intrinsics 
     def _wide_lanes(like):
         return np.empty(LANE_BYTES // like.itemsize, dtype=np.float64)
 
-    def _product_error(a, b, p):  # no FMA in Python: float32 products are exact in float64
-        return type(p)(np.float64(a) * np.float64(b) - np.float64(p))
+    def _fma(a, b, c):  # float32: exact product in float64, rounded at the end; float64: twice
+        if isinstance(a, np.float32):
+            return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+        return a * b + c
 
     def _order_key(x):
         bits = np.asarray(x).view(_int_type(x))[()]
@@ -580,10 +597,10 @@ def _exp_term(x, j, shift, scale, mask, exact):
     zero = x.dtype.type(0.0)
     xj = x[j]
     e = exp_shifted(xj, shift, scale)
-    part = e - x.dtype.type(xj == shift) if exact else e
+    part = _select(xj == shift, e - x.dtype.type(1.0), e) if exact else e
     if mask is not None:
-        e = e if mask[j] else zero
-        part = part if mask[j] else zero
+        e = _select(mask[j], e, zero)
+        part = _select(mask[j], part, zero)
     return e, part
 
 
