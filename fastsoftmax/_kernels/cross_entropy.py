@@ -41,6 +41,7 @@ from ._math import (
     row_max,
     row_sum,
 )
+from ._rows import row_of
 from .softmax import CHUNK, SHORT_ROW, short_row_total, short_rows_exp
 
 
@@ -219,16 +220,17 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
             short_rows_exp(z, r0, r1, s, e, m)
             for i in range(r0, r1):
                 y, coef = target[i], gout[i] * inv_denom
-                g = grad[i] if want_grad else grad[0]  # a (1, C) dummy without want_grad
+                g = row_of(grad, i * want_grad)  # row 0 of a (1, C) dummy without want_grad
+                zi = row_of(z, i)
                 ok, rest = short_row_total(e, m, i - r0)
                 if y == ignore_index or not ok:  # ignored, or NaN, +-inf: the general row code
                     loss[i] = _index_row(
-                        z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
+                        zi, y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
                     )
                     continue
                 a, b, A = _index_coefs(weight, y, wsum, eps, C)
                 mi = m[i - r0]
-                gap = _weighted_gap(weight, z[i], mi, None) if b != 0.0 else 0.0
+                gap = _weighted_gap(weight, zi, mi, None) if b != 0.0 else 0.0
                 zy = np.float64(z[i, y])
                 loss[i], lse = _index_loss(rest, mi, zy, gap, a, b, A, s, zl)
                 if want_grad:
@@ -240,14 +242,16 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
     else:
         for i in prange(n):
             y, coef = target[i], gout[i] * inv_denom
-            g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
+            g = row_of(grad, i * want_grad)  # row 0 of a (1, C) dummy without want_grad
+            zi = row_of(z, i)
             if mask is None:
                 loss[i] = _index_row(
-                    z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
+                    zi, y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
                 )
             else:
+                mask_i = row_of(mask, i)
                 loss[i] = _index_row(
-                    z[i], y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, mask[i]
+                    zi, y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, mask_i
                 )
     total = np.float64(0.0)
     for i in range(n):
@@ -329,12 +333,13 @@ def _prob(z, target, weight, eps, zl, s, gout, mean, loss, grad, want_grad, mask
     n = z.shape[0]
     inv_denom = (1.0 / n if n else np.nan) if mean else 1.0
     for i in prange(n):
-        g = grad[i] if want_grad else grad[0]  # grad is a (1, C) dummy without want_grad
+        g = row_of(grad, i * want_grad)  # row 0 of a (1, C) dummy without want_grad
         coef = gout[i] * inv_denom
+        zi, ti = row_of(z, i), row_of(target, i)
         if mask is None:
-            loss[i] = _prob_row(z[i], target[i], weight, eps, zl, s, coef, g, want_grad, None)
+            loss[i] = _prob_row(zi, ti, weight, eps, zl, s, coef, g, want_grad, None)
         else:
-            loss[i] = _prob_row(z[i], target[i], weight, eps, zl, s, coef, g, want_grad, mask[i])
+            loss[i] = _prob_row(zi, ti, weight, eps, zl, s, coef, g, want_grad, row_of(mask, i))
     total = np.float64(0.0)
     for i in range(n):
         total += loss[i]

@@ -11,6 +11,7 @@ from numba import njit, prange
 
 from ._compile import row_kernel
 from ._math import FASTMATH, row_dot, row_sum, same_memory, vexp
+from ._rows import row_of
 
 # Rows shorter than SHORT_ROW go through the 2-D arrays directly, with no per-row views or calls:
 # those cost ~100 ns a row, more than a whole row of 10 entries (5-8x faster at 64-256 x 10).
@@ -77,13 +78,13 @@ def _jvp(p, v, scale, out):
                 out[i, j] = p[i, j] * (v[i, j] - dot) * scale
         return
     for i in prange(n):
-        dot = p.dtype.type(row_dot(p[i], v[i]))
-        if same_memory(p[i], out[i]):
-            _jvp_row_inplace(out[i], v[i], dot, scale, True)
-        elif same_memory(v[i], out[i]):
-            _jvp_row_inplace(out[i], p[i], dot, scale, False)
+        dot = p.dtype.type(row_dot(row_of(p, i), row_of(v, i)))
+        if same_memory(row_of(p, i), row_of(out, i)):
+            _jvp_row_inplace(row_of(out, i), row_of(v, i), dot, scale, True)
+        elif same_memory(row_of(v, i), row_of(out, i)):
+            _jvp_row_inplace(row_of(out, i), row_of(p, i), dot, scale, False)
         else:
-            _jvp_row(p[i], v[i], dot, scale, out[i])
+            _jvp_row(row_of(p, i), row_of(v, i), dot, scale, row_of(out, i))
 
 
 def _log_softmax_vjp(logp, g, scale, out):
@@ -95,13 +96,13 @@ def _log_softmax_vjp(logp, g, scale, out):
                 out[i, j] = (g[i, j] - vexp(logp[i, j]) * total) * scale
         return
     for i in prange(n):
-        total = logp.dtype.type(row_sum(g[i]))
-        if same_memory(logp[i], out[i]):
-            _log_softmax_vjp_row_inplace(out[i], g[i], total, scale, True)
-        elif same_memory(g[i], out[i]):
-            _log_softmax_vjp_row_inplace(out[i], logp[i], total, scale, False)
+        total = logp.dtype.type(row_sum(row_of(g, i)))
+        if same_memory(row_of(logp, i), row_of(out, i)):
+            _log_softmax_vjp_row_inplace(row_of(out, i), row_of(g, i), total, scale, True)
+        elif same_memory(row_of(g, i), row_of(out, i)):
+            _log_softmax_vjp_row_inplace(row_of(out, i), row_of(logp, i), total, scale, False)
         else:
-            _log_softmax_vjp_row(logp[i], g[i], total, scale, out[i])
+            _log_softmax_vjp_row(row_of(logp, i), row_of(g, i), total, scale, row_of(out, i))
 
 
 def _jacobian(p, out):

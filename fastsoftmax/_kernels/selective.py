@@ -23,6 +23,7 @@ from ._math import (
     row_has_nan,
     row_max,
 )
+from ._rows import row_of
 
 
 @njit(error_model="numpy", cache=True)
@@ -80,12 +81,12 @@ def _selective_vjp_row(row, index, g, s, out):
 
 def _selective(z, index, s, out):
     for i in prange(z.shape[0]):
-        _selective_row(z[i], index[i], s, out[i])
+        _selective_row(row_of(z, i), row_of(index, i), s, row_of(out, i))
 
 
 def _selective_vjp(z, index, g, s, out):
     for i in prange(z.shape[0]):
-        _selective_vjp_row(z[i], index[i], g[i], s, out[i])
+        _selective_vjp_row(row_of(z, i), row_of(index, i), row_of(g, i), s, row_of(out, i))
 
 
 selective_log_softmax_rows = row_kernel(_selective)

@@ -25,6 +25,7 @@ from ._math import (
     row_max,
     same_memory,
 )
+from ._rows import row_of
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -125,7 +126,7 @@ def short_rows_exp(x, r0, r1, scale, e, m):
     """For rows r0..r1 of x: m[i - r0] = row max, e (flat) = exp((x - row max) * scale)."""
     C = x.shape[1]
     for i in range(r0, r1):
-        mi = row_max(x[i], None)
+        mi = row_max(row_of(x, i), None)
         m[i - r0] = mi
         for j in range((i - r0) * C, (i - r0 + 1) * C):
             e[j] = mi
@@ -170,7 +171,7 @@ def short_rows(x, r0, r1, scale, out, log):
     for i in range(r0, r1):
         ok, rest = short_row_total(e, m, i - r0)
         if not ok:
-            softmax_or_log_row(x[i], scale, out[i], None, log)
+            softmax_or_log_row(row_of(x, i), scale, row_of(out, i), None, log)
         elif log:
             lse = x.dtype.type(np.log1p(rest))
             mi = m[i - r0]
@@ -190,10 +191,10 @@ def _softmax_family(log: bool):
         n, C = x.shape
         if mask is not None:
             for i in prange(n):
-                softmax_or_log_row(x[i], scale, out[i], mask[i], log)
+                softmax_or_log_row(row_of(x, i), scale, row_of(out, i), row_of(mask, i), log)
         elif C >= SHORT_ROW:
             for i in prange(n):
-                softmax_or_log_row(x[i], scale, out[i], None, log)
+                softmax_or_log_row(row_of(x, i), scale, row_of(out, i), None, log)
         else:
             R = max(1, CHUNK // C)
             for c in prange((n + R - 1) // R):
@@ -207,7 +208,7 @@ def _logsumexp(x, out):
     n, C = x.shape
     if C >= SHORT_ROW:
         for i in prange(n):
-            out[i] = logsumexp_row(x[i])
+            out[i] = logsumexp_row(row_of(x, i))
         return
     R = max(1, CHUNK // C)
     one = x.dtype.type(1.0)
@@ -219,7 +220,7 @@ def _logsumexp(x, out):
         short_rows_exp(x, r0, r1, one, e, m)
         for i in range(r0, r1):
             ok, rest = short_row_total(e, m, i - r0)
-            out[i] = np.float64(m[i - r0]) + np.log1p(rest) if ok else logsumexp_row(x[i])
+            out[i] = np.float64(m[i - r0]) + np.log1p(rest) if ok else logsumexp_row(row_of(x, i))
 
 
 softmax_kernel = row_kernel(_softmax_family(log=False))
