@@ -67,8 +67,13 @@ def deliver(result: np.ndarray, dtype: np.dtype, out: np.ndarray | None) -> Any:
 def result_scalar(value: float, dtype: np.dtype) -> Any:
     """A float64 reduced loss as a NumPy scalar of ``dtype``: +-inf, without a warning, where it
     is beyond that dtype's range (a float32 loss of huge logits)."""
+    if abs(value) <= _LARGEST[dtype.char]:  # in range (not NaN): no errstate, which costs ~1.5 us
+        return dtype.type(value)
     with np.errstate(over="ignore"):
         return dtype.type(value)
+
+
+_LARGEST = {c: float(np.finfo(c).max) for c in "efd"}
 
 
 def _filled(n: int, dtype: Any, value: float) -> np.ndarray:

@@ -42,7 +42,7 @@ from ._math import (
     row_sum,
 )
 from ._rows import row_of
-from .softmax import CHUNK, SHORT_ROW, short_row_total, short_rows_exp
+from .softmax import CHUNK, SHORT_ROW, short_rows_exp
 
 
 @njit(error_model="numpy", cache=True)
@@ -217,13 +217,14 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
             r0, r1 = c * R, min(n, c * R + R)
             e = np.empty((r1 - r0) * C, dtype=z.dtype)
             m = np.empty(r1 - r0, dtype=z.dtype)
-            short_rows_exp(z, r0, r1, s, e, m)
+            rests = np.empty(r1 - r0, dtype=np.float64)
+            short_rows_exp(z, r0, r1, s, e, m, rests)
             for i in range(r0, r1):
                 y, coef = target[i], gout[i] * inv_denom
                 g = row_of(grad, i * want_grad)  # row 0 of a (1, C) dummy without want_grad
                 zi = row_of(z, i)
-                ok, rest = short_row_total(e, m, i - r0)
-                if y == ignore_index or not ok:  # ignored, or NaN, +-inf: the general row code
+                rest = rests[i - r0]
+                if y == ignore_index or rest != rest:  # ignored, or not finite: the row code
                     loss[i] = _index_row(
                         zi, y, weight, wsum, ignore_index, eps, zl, s, coef, g, want_grad, None
                     )

@@ -122,8 +122,15 @@ CHUNK = 1024
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def short_rows_exp(x, r0, r1, scale, e, m):
-    """For rows r0..r1 of x: m[i - r0] = row max, e (flat) = exp((x - row max) * scale)."""
+def short_rows_exp(x, r0, r1, scale, e, m, rest):
+    """For rows r0..r1 of x: m[i - r0] = row max, e (flat) = exp((x - row max) * scale) and
+    rest[i - r0] = the row's sum of exps minus 1 in float64, NaN for a row that is not finite
+    (max +-inf, or a NaN in the row): such rows take the general row code.
+
+    The terms equal to 1 (the maximum's own, and any other that rounds to 1) are counted apart,
+    as in ``row_exp_sum``. The sums run over all rows of the chunk in one loop with no calls:
+    per row, a call and its tuple return cost more than the ten-odd additions.
+    """
     C = x.shape[1]
     for i in range(r0, r1):
         mi = row_max(row_of(x, i), None)
@@ -134,22 +141,15 @@ def short_rows_exp(x, r0, r1, scale, e, m):
     off = r0 * C
     for k in range((r1 - r0) * C):
         e[k] = exp_shifted(xf[off + k], e[k], scale)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def short_row_total(e, m, i):
-    """(finite row, sum of the row's exps minus 1) for chunk row i, the terms equal to 1 counted
-    apart as in ``row_exp_sum``; not finite -> the general row path."""
-    C = e.shape[0] // m.shape[0]
-    rest = np.float64(0.0)
-    ties = 0
-    for j in range(i * C, (i + 1) * C):
-        tie = e[j] == 1.0  # the maximum's own term, exactly 1, and any other that rounds to 1
-        rest += np.float64(e[j]) - np.float64(tie)
-        ties += tie
-    rest += np.float64(ties - 1)
-    ok = m[i] != np.inf and m[i] != -np.inf and rest == rest
-    return ok, rest
+    for i in range(r1 - r0):
+        total = np.float64(0.0)
+        ties = 0
+        for j in range(i * C, (i + 1) * C):
+            tie = e[j] == 1.0
+            total += np.float64(e[j]) - np.float64(tie)
+            ties += tie
+        finite = m[i] != np.inf and m[i] != -np.inf
+        rest[i] = total + np.float64(ties - 1) if finite else np.nan
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -167,10 +167,11 @@ def short_rows(x, r0, r1, scale, out, log):
     C = x.shape[1]
     e = np.empty((r1 - r0) * C, dtype=x.dtype)
     m = np.empty(r1 - r0, dtype=x.dtype)
-    short_rows_exp(x, r0, r1, scale, e, m)
+    rests = np.empty(r1 - r0, dtype=np.float64)
+    short_rows_exp(x, r0, r1, scale, e, m, rests)
     for i in range(r0, r1):
-        ok, rest = short_row_total(e, m, i - r0)
-        if not ok:
+        rest = rests[i - r0]
+        if rest != rest:
             softmax_or_log_row(row_of(x, i), scale, row_of(out, i), None, log)
         elif log:
             lse = x.dtype.type(np.log1p(rest))
@@ -217,10 +218,14 @@ def _logsumexp(x, out):
         r1 = min(n, r0 + R)
         e = np.empty((r1 - r0) * C, dtype=x.dtype)
         m = np.empty(r1 - r0, dtype=x.dtype)
-        short_rows_exp(x, r0, r1, one, e, m)
+        rests = np.empty(r1 - r0, dtype=np.float64)
+        short_rows_exp(x, r0, r1, one, e, m, rests)
         for i in range(r0, r1):
-            ok, rest = short_row_total(e, m, i - r0)
-            out[i] = np.float64(m[i - r0]) + np.log1p(rest) if ok else logsumexp_row(row_of(x, i))
+            rest = rests[i - r0]
+            if rest == rest:
+                out[i] = np.float64(m[i - r0]) + np.log1p(rest)
+            else:
+                out[i] = logsumexp_row(row_of(x, i))
 
 
 softmax_kernel = row_kernel(_softmax_family(log=False))
