@@ -215,7 +215,7 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
         R = max(1, CHUNK // C)
         for c in prange((n + R - 1) // R):
             r0, r1 = c * R, min(n, c * R + R)
-            e = np.empty((r1 - r0) * C, dtype=z.dtype)
+            e = np.empty((r1 - r0, C), dtype=z.dtype)
             m = np.empty(r1 - r0, dtype=z.dtype)
             rests = np.empty(r1 - r0, dtype=np.float64)
             short_rows_exp(z, r0, r1, s, e, m, rests)
@@ -236,9 +236,9 @@ def _index(z, target, weight, ignore_index, eps, zl, s, gout, mean, loss, grad, 
                 loss[i], lse = _index_loss(rest, mi, zy, gap, a, b, A, s, zl)
                 if want_grad:
                     c1, c2, c3 = _index_grad_coefs(rest, lse, a, b, A, s, zl, coef, z.dtype.type)
-                    off = (i - r0) * C  # the row's exps: e[off : off + C]
+                    ei = row_of(e, i - r0)  # the row's exps
                     for j in range(C):
-                        g[j] = c1 * e[off + j] - c2 * weight[j]
+                        g[j] = c1 * ei[j] - c2 * weight[j]
                     g[y] -= c3
     else:
         for i in prange(n):

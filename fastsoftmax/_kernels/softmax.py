@@ -123,30 +123,36 @@ CHUNK = 1024
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def short_rows_exp(x, r0, r1, scale, e, m, rest):
-    """For rows r0..r1 of x: m[i - r0] = row max, e (flat) = exp((x - row max) * scale) and
-    rest[i - r0] = the row's sum of exps minus 1 in float64, NaN for a row that is not finite
-    (max +-inf, or a NaN in the row): such rows take the general row code.
+    """For rows r0..r1 of x, into chunk row i = row - r0: m[i] = the row max, e[i] (``e`` is
+    (r1 - r0, C)) = exp((x - row max) * scale) and rest[i] = the row's sum of exps minus 1 in
+    float64, NaN for a row that is not finite (max +-inf, or a NaN in the row): such rows take
+    the general row code.
 
     The terms equal to 1 (the maximum's own, and any other that rounds to 1) are counted apart,
     as in ``row_exp_sum``. The sums run over all rows of the chunk in one loop with no calls:
-    per row, a call and its tuple return cost more than the ten-odd additions.
+    per row, a call and its tuple return cost more than the ten-odd additions. The row loops go
+    through row views and ``range(C)``: indices LLVM knows are >= 0, so no negative-index
+    wraparound per entry (1.2-1.35x faster than indexing the flat scratch).
     """
     C = x.shape[1]
-    for i in range(r0, r1):
-        mi = row_max(row_of(x, i), None)
-        m[i - r0] = mi
-        for j in range((i - r0) * C, (i - r0 + 1) * C):
-            e[j] = mi
+    for i in range(r1 - r0):
+        mi = row_max(row_of(x, r0 + i), None)
+        m[i] = mi
+        ei = row_of(e, i)
+        for j in range(C):
+            ei[j] = mi
     xf = x.reshape(-1)
+    ef = e.reshape(-1)
     off = r0 * C
     for k in range((r1 - r0) * C):
-        e[k] = exp_shifted(xf[off + k], e[k], scale)
+        ef[k] = exp_shifted(xf[off + k], ef[k], scale)
     for i in range(r1 - r0):
+        ei = row_of(e, i)
         total = np.float64(0.0)
         ties = 0
-        for j in range(i * C, (i + 1) * C):
-            tie = e[j] == 1.0
-            total += np.float64(e[j]) - np.float64(tie)
+        for j in range(C):
+            tie = ei[j] == 1.0
+            total += np.float64(ei[j]) - np.float64(tie)
             ties += tie
         finite = m[i] != np.inf and m[i] != -np.inf
         rest[i] = total + np.float64(ties - 1) if finite else np.nan
@@ -165,23 +171,25 @@ def softmax_or_log_row(x, scale, out, mask, log):
 def short_rows(x, r0, r1, scale, out, log):
     """softmax (``log`` False) or log_softmax (True) of rows r0..r1 of a short-row array."""
     C = x.shape[1]
-    e = np.empty((r1 - r0) * C, dtype=x.dtype)
+    e = np.empty((r1 - r0, C), dtype=x.dtype)
     m = np.empty(r1 - r0, dtype=x.dtype)
     rests = np.empty(r1 - r0, dtype=np.float64)
     short_rows_exp(x, r0, r1, scale, e, m, rests)
-    for i in range(r0, r1):
-        rest = rests[i - r0]
+    for i in range(r1 - r0):
+        rest = rests[i]
+        xi, oi = row_of(x, r0 + i), row_of(out, r0 + i)
         if rest != rest:
-            softmax_or_log_row(row_of(x, i), scale, row_of(out, i), None, log)
+            softmax_or_log_row(xi, scale, oi, None, log)
         elif log:
             lse = x.dtype.type(np.log1p(rest))
-            mi = m[i - r0]
+            mi = m[i]
             for j in range(C):
-                out[i, j] = (x[i, j] - mi) * scale - lse
+                oi[j] = (xi[j] - mi) * scale - lse
         else:
             inv = x.dtype.type(1.0 / (1.0 + rest))
+            ei = row_of(e, i)
             for j in range(C):
-                out[i, j] = e[(i - r0) * C + j] * inv
+                oi[j] = ei[j] * inv
 
 
 def _softmax_family(log: bool):
@@ -216,7 +224,7 @@ def _logsumexp(x, out):
     for c in prange((n + R - 1) // R):
         r0 = c * R
         r1 = min(n, r0 + R)
-        e = np.empty((r1 - r0) * C, dtype=x.dtype)
+        e = np.empty((r1 - r0, C), dtype=x.dtype)
         m = np.empty(r1 - r0, dtype=x.dtype)
         rests = np.empty(r1 - r0, dtype=np.float64)
         short_rows_exp(x, r0, r1, one, e, m, rests)
