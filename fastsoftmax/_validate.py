@@ -6,6 +6,7 @@ compare two independent implementations of what is rejected).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -20,6 +21,9 @@ IGNORE_INDEX = -100
 
 
 _HALF = np.dtype(np.float16)
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+_INT64 = np.dtype(np.int64)
 
 
 def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
@@ -81,6 +85,54 @@ def _filled(n: int, dtype: Any, value: float) -> np.ndarray:
     a = np.empty(n, dtype)
     a.fill(value)
     return a
+
+
+# Up to this length a vector of ones (default class weights, grad_output 1.0) is built once and
+# reused: building it costs ~1 us a call, as much as a small batch's kernel takes per row block.
+_SHARED_ONES_UP_TO = 1 << 16
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_ones(n: int, dtype: np.dtype) -> np.ndarray:
+    return _filled(n, dtype, 1.0)
+
+
+def kernel_ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """A (n,) vector of ones of ``dtype`` for the kernels to read: shared between calls up to
+    ``_SHARED_ONES_UP_TO`` entries, so it must never be written (the kernels write only their
+    outputs) nor handed to the caller."""
+    return _shared_ones(n, dtype) if n <= _SHARED_ONES_UP_TO else _filled(n, dtype, 1.0)
+
+
+def plain_rows(x: Any) -> bool:
+    """True when ``x`` is already a (rows, classes) kernel input, with nothing to convert or
+    check: a writable C-contiguous 2-D float32/float64 ndarray in native byte order.
+
+    The wrappers' fast paths take such inputs as they are; any other input goes the general way.
+    """
+    if type(x) is not np.ndarray or x.ndim != 2:
+        return False
+    d = x.dtype
+    if not (d is _FLOAT32 or d is _FLOAT64 or (d.char in "fd" and d.isnative)):
+        return False
+    flags = x.flags
+    return flags.c_contiguous and flags.writeable
+
+
+def plain_out(out: Any, x: np.ndarray, *inputs: np.ndarray) -> bool:
+    """True when ``out`` is None, or an array a kernel can write as it is for the plain input
+    ``x`` (see :func:`plain_rows`): ``x``'s shape and dtype, C-contiguous, writable, and either
+    ``x`` itself or sharing no memory with ``x`` and the other ``inputs``."""
+    if out is None:
+        return True
+    if type(out) is not np.ndarray or out.shape != x.shape:
+        return False
+    if not (out.dtype is x.dtype or out.dtype == x.dtype):
+        return False
+    flags = out.flags
+    if not (flags.c_contiguous and flags.writeable):
+        return False
+    return all(out is a or not np.may_share_memory(out, a) for a in (x, *inputs))
 
 
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
@@ -228,7 +280,7 @@ def check_ignore_index(ignore_index: Any) -> int:
 def check_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray:
     """Class weights as a contiguous (C,) array of ``dtype``: finite and >= 0 (ones when None)."""
     if weight is None:
-        return _filled(classes, dtype, 1.0)
+        return kernel_ones(classes, dtype)
     w = as_float_array(weight, "weight")
     if w.shape != (classes,):
         raise ValueError(f"weight has shape {w.shape}; expected ({classes},), one weight per class")
@@ -260,7 +312,10 @@ def check_target(
             raise ValueError(
                 f"class-index target has shape {t.shape}; expected {batch} (logits.shape[:-1])"
             )
-        if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+        if t.dtype is _INT64 and t.ndim == 1 and t.flags.c_contiguous:  # common, kept cheap
+            flat = kernel_input(t)
+            bad = first_bad_target(flat, classes, ignore_index)
+        elif t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
             # beyond int64: out of range, found before the conversion below wraps it
             bad = int(np.argmax(t > np.iinfo(np.int64).max))
         else:
@@ -308,7 +363,9 @@ def check_grad_output(grad_output: Any, reduction: str, batch: tuple[int, ...]) 
     """grad_output as a float64 array of one entry per row (a scalar is repeated)."""
     rows = math.prod(batch)
     if type(grad_output) is float:  # the common case, kept cheap
-        return _filled(rows, np.float64, grad_output)
+        if grad_output == 1.0:
+            return kernel_ones(rows, _FLOAT64)
+        return _filled(rows, _FLOAT64, grad_output)
     g = np.asarray(grad_output)
     if g.dtype.kind not in "biuf":
         raise TypeError(f"grad_output has dtype {g.dtype}; expected a real number or array")
@@ -635,7 +692,7 @@ def to_flat(x: np.ndarray) -> np.ndarray:
 def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """A C-contiguous (rows, classes) kernel input with ``axis`` last (a view when possible)."""
     if axis == x.ndim - 1 and x.flags.c_contiguous:
-        return kernel_input(x.reshape(-1, x.shape[-1]))
+        return kernel_input(x if x.ndim == 2 else x.reshape(-1, x.shape[-1]))
     moved = np.moveaxis(x, axis, -1)
     return kernel_input(np.ascontiguousarray(moved).reshape(-1, moved.shape[-1]))
 
@@ -652,6 +709,8 @@ class RowsOut:
     row, so ``out`` must not overlap them at all.
     """
 
+    __slots__ = ("_axis", "_direct", "_moved_shape", "_out", "rows")
+
     def __init__(
         self,
         out: np.ndarray | None,
@@ -664,23 +723,25 @@ class RowsOut:
         self._out = out
         self._axis = axis
         self._direct = False
-        if axis is not None and axis != len(shape) - 1:
+        last = axis is None or axis == len(shape) - 1
+        if not last:
             shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
         self._moved_shape = shape
+        if axis is None:
+            rows_shape = shape if len(shape) == 1 else (math.prod(shape),)
+        else:
+            rows_shape = shape if len(shape) == 2 else (math.prod(shape[:-1]), shape[-1])
         if out is not None and (out.dtype is dtype or out.dtype == dtype):
-            moved = out if axis is None or axis == out.ndim - 1 else np.moveaxis(out, axis, -1)
+            moved = out if last else np.moveaxis(out, axis, -1)
             if moved.flags.c_contiguous:
-                rows = moved.reshape(-1) if axis is None else moved.reshape(-1, shape[-1])
+                rows = moved if moved.shape == rows_shape else moved.reshape(rows_shape)
                 if all(_same_or_disjoint(rows, a) for a in inputs) and not (
                     read_late and any(np.may_share_memory(rows, a) for a in read_late)
                 ):
                     self.rows = rows
                     self._direct = True
                     return
-        if axis is None:
-            self.rows = np.empty(math.prod(shape), dtype=dtype)
-        else:
-            self.rows = np.empty((math.prod(shape[:-1]), shape[-1]), dtype=dtype)
+        self.rows = np.empty(rows_shape, dtype=dtype)
 
     def result(self) -> np.ndarray:
         if self._direct:
