@@ -69,7 +69,7 @@ def _product(
         and v.plain_out(out, a, b)
     ):  # the common call, kept cheap: the arrays go to the kernel as they are
         scale = v.scale_for(temperature, a.dtype)  # raises what the general path would
-        dest = np.empty_like(a) if out is None else out
+        dest = np.empty(a.shape, a.dtype) if out is None else out
         launch(kernel, a.size, a, b, scale, dest)
         return dest
     a, b, axis, scale, dtype = v.product_args(a, b, names, axis, temperature, out)

@@ -30,7 +30,7 @@ def _rowwise(
         and v.plain_out(out, x)
     ):  # the common call, kept cheap: x and out go to the kernel as they are
         scale = v.scale_for(temperature, x.dtype)  # raises what the general path would
-        dest = np.empty_like(x) if out is None else out
+        dest = np.empty(x.shape, x.dtype) if out is None else out
         launch(kernel, x.size, x, scale, dest, None)
         return dest
     x_in = x
