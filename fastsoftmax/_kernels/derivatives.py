@@ -13,27 +13,28 @@ from ._compile import row_kernel
 from ._math import FASTMATH, row_dot, row_sum, same_memory, vexp
 from ._rows import row_of
 
-# Rows shorter than SHORT_ROW go through the 2-D arrays directly, with no per-row views or calls:
-# those cost ~100 ns a row, more than a whole row of 10 entries (5-8x faster at 64-256 x 10).
+# Rows shorter than SHORT_ROW take no per-row calls: each row's sum and elementwise pass are
+# compiled inline in the row loop, on borrowed row views indexed with range(C) (indices LLVM knows
+# are >= 0: no negative-index wraparound per entry). Calls cost more than a row of 10 entries.
 SHORT_ROW = 64
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
-def _short_row_total(a, b, i):
-    """sum_j a[i, j] (``b`` None) or sum_j a[i, j] b[i, j], in float64 (products exact for
+def _short_row_total(a, b):
+    """sum_j a[j] (``b`` None) or sum_j a[j] b[j] of 1-D rows, in float64 (products exact for
     float32), in two partial sums (even and odd j) added at the end."""
-    C = a.shape[1]
+    C = a.shape[0]
     s0 = 0.0
     s1 = 0.0
     for j in range(0, C - 1, 2):
         if b is None:
-            s0 += np.float64(a[i, j])
-            s1 += np.float64(a[i, j + 1])
+            s0 += np.float64(a[j])
+            s1 += np.float64(a[j + 1])
         else:
-            s0 += np.float64(a[i, j]) * np.float64(b[i, j])
-            s1 += np.float64(a[i, j + 1]) * np.float64(b[i, j + 1])
+            s0 += np.float64(a[j]) * np.float64(b[j])
+            s1 += np.float64(a[j + 1]) * np.float64(b[j + 1])
     if C % 2:
-        s0 += np.float64(a[i, C - 1]) * (1.0 if b is None else np.float64(b[i, C - 1]))
+        s0 += np.float64(a[C - 1]) * (1.0 if b is None else np.float64(b[C - 1]))
     return s0 + s1
 
 
@@ -73,9 +74,10 @@ def _jvp(p, v, scale, out):
     n, C = p.shape
     if C < SHORT_ROW:  # out may be p or v: each entry is read before it is written
         for i in prange(n):
-            dot = p.dtype.type(_short_row_total(p, v, i))
+            pi, vi, oi = row_of(p, i), row_of(v, i), row_of(out, i)
+            dot = p.dtype.type(_short_row_total(pi, vi))
             for j in range(C):
-                out[i, j] = p[i, j] * (v[i, j] - dot) * scale
+                oi[j] = pi[j] * (vi[j] - dot) * scale
         return
     for i in prange(n):
         dot = p.dtype.type(row_dot(row_of(p, i), row_of(v, i)))
@@ -91,9 +93,10 @@ def _log_softmax_vjp(logp, g, scale, out):
     n, C = logp.shape
     if C < SHORT_ROW:  # out may be logp or g: each entry is read before it is written
         for i in prange(n):
-            total = logp.dtype.type(_short_row_total(g, None, i))
+            li, gi, oi = row_of(logp, i), row_of(g, i), row_of(out, i)
+            total = logp.dtype.type(_short_row_total(gi, None))
             for j in range(C):
-                out[i, j] = (g[i, j] - vexp(logp[i, j]) * total) * scale
+                oi[j] = (gi[j] - vexp(li[j]) * total) * scale
         return
     for i in prange(n):
         total = logp.dtype.type(row_sum(row_of(g, i)))
