@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import jit_only
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import fastsoftmax as fs
 from fastsoftmax import _validate
@@ -318,3 +321,75 @@ def test_plain_out_overlapping_a_plain_input(name, shift, classes):
     a[...] = src
     assert call(a, out=out) is out
     np.testing.assert_array_equal(out, expected, strict=True)
+
+
+# ------------------------------------------------------------------ random calls (hypothesis)
+
+
+@st.composite
+def plain_ce_calls(draw):
+    """A plain cross-entropy call: logits with any float values (NaN and infinities included),
+    int64 targets that may be ignored or out of range, and random valid or invalid options."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape = (draw(st.integers(0, 12)), draw(st.integers(1, 70)))
+    values = st.floats(width=np.dtype(dtype).itemsize * 8)
+    x = draw(hnp.arrays(dtype, shape, elements=values))
+    ignore_index = draw(st.sampled_from([-100, 0, 3]))
+    y = draw(hnp.arrays(np.int64, shape[:1], elements=st.integers(-2, shape[1])))
+    kwargs = {
+        "ignore_index": ignore_index,
+        "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+        "label_smoothing": draw(st.sampled_from([0.0, 0.3, 1.0, 1.5])),
+        "temperature": draw(st.sampled_from([1.0, 1, 0.25, 3.0, 0.0])),
+        "z_loss": draw(st.sampled_from([0.0, 1e-3, -1.0])),
+    }
+    return x, y, kwargs
+
+
+def _outcome(fn, *args, **kwargs):
+    """The call's result, or the type and message of what it raised."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        return (type(exc), str(exc))
+
+
+@settings(max_examples=200)
+@given(plain_ce_calls(), st.sampled_from(["cross_entropy", "with_grad", "backward"]))
+def test_random_plain_cross_entropy_calls_match_general_path(call, name):
+    x, y, kwargs = call
+    fn = {
+        "cross_entropy": fs.cross_entropy,
+        "with_grad": fs.cross_entropy_with_grad,
+        "backward": fs.cross_entropy_backward,
+    }[name]
+    with np.errstate(all="ignore"):  # a plain NumPy comparison of NaN-holding results follows
+        general = _outcome(fn, frozen(x), frozen(y), **kwargs)
+        fast = _outcome(fn, x.copy(), y.copy(), **kwargs)
+    if isinstance(general, tuple) and isinstance(general[0], type):
+        assert fast == general
+    else:
+        assert_same(fast, general)
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(["softmax", "log_softmax", "softmax_jvp", "log_softmax_vjp"]),
+    st.sampled_from([np.float32, np.float64]),
+    st.tuples(st.integers(0, 12), st.integers(0, 70)),
+    st.sampled_from([1.0, 0.5, 0.0, -1.0]),
+    st.data(),
+)
+def test_random_plain_calls_match_general_path(name, dtype, shape, temperature, data):
+    values = st.floats(width=np.dtype(dtype).itemsize * 8)
+    a = data.draw(hnp.arrays(dtype, shape, elements=values))
+    b = data.draw(hnp.arrays(dtype, shape, elements=values))
+    fn = getattr(fs, name)
+    args = (a,) if name in ("softmax", "log_softmax") else (a, b)
+    with np.errstate(all="ignore"):
+        general = _outcome(fn, *(frozen(v) for v in args), temperature=temperature)
+        fast = _outcome(fn, *(v.copy() for v in args), temperature=temperature)
+    if isinstance(general, tuple) and isinstance(general[0], type):
+        assert fast == general
+    else:
+        assert_same(fast, general)
