@@ -130,6 +130,17 @@ def logsumexp(
     """
     if "dask" in sys.modules and dask_in(x):
         return dask_call("logsumexp", x, axis, keepdims=keepdims, out=out)
+    if (
+        out is None
+        and not keepdims
+        and type(axis) is int
+        and (axis == -1 or axis == 1)
+        and v.plain_rows(x)
+        and x.shape[1]
+    ):  # the common call, kept cheap: x goes to the kernel as it is
+        result = np.empty(x.shape[0], x.dtype)
+        launch(logsumexp_kernel, x.size, x, result)
+        return result
     x_in = x
     x = v.as_float_array(x, "x")
     dtype = v.result_dtype(x_in, x)

@@ -118,6 +118,16 @@ def test_softmax_fast_path_matches_general_path(shape, dtype, name, where_out, t
     assert_same(fast, general)
 
 
+@pytest.mark.parametrize("shape", [*SHAPES, (0, 7)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_logsumexp_fast_path_matches_general_path(shape, dtype, axis):
+    x = logits_with_specials(shape, dtype, np.random.default_rng(7))
+    fast = fs.logsumexp(x.copy(), axis)
+    assert_same(fast, fs.logsumexp(frozen(x), axis))
+    assert fast.shape == shape[:1]
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", ["softmax_jvp", "softmax_vjp", "log_softmax_vjp"])
@@ -242,6 +252,7 @@ def test_plain_calls_take_the_fast_path(monkeypatch, dtype):
     _forbid(monkeypatch, "as_float_array", "product_args", "cross_entropy_args", "RowsOut")
     fs.softmax(x)
     fs.log_softmax(x, axis=1, out=np.empty_like(x))
+    fs.logsumexp(x)
     fs.softmax_jvp(p, x)
     fs.softmax_vjp(p, x, out=x.copy())
     fs.cross_entropy(x, y, reduction="none", label_smoothing=0.2)
@@ -255,6 +266,9 @@ def test_plain_calls_take_the_fast_path(monkeypatch, dtype):
         lambda: fs.softmax(x, axis=0),
         lambda: fs.softmax(x, where=np.ones(x.shape, bool)),
         lambda: fs.softmax(x, out=x[:, ::-1]),
+        lambda: fs.logsumexp(x, keepdims=True),
+        lambda: fs.logsumexp(x, out=np.empty(16, dtype)),
+        lambda: fs.logsumexp(x, axis=0),
         lambda: fs.softmax_jvp(p, x.astype(np.float16)),
         lambda: fs.cross_entropy(x, y.astype(np.int32)),
         lambda: fs.cross_entropy(x, y, weight=np.ones(10)),
@@ -277,6 +291,7 @@ def test_results_are_never_shared_between_calls(dtype):
     calls = [
         lambda: fs.softmax(x),
         lambda: fs.log_softmax(x),
+        lambda: fs.logsumexp(x),
         lambda: fs.softmax_jvp(p, x),
         lambda: fs.cross_entropy(x, y, reduction="none"),
         lambda: fs.cross_entropy_backward(x, y),
@@ -374,7 +389,7 @@ def test_random_plain_cross_entropy_calls_match_general_path(call, name):
 
 @settings(max_examples=200)
 @given(
-    st.sampled_from(["softmax", "log_softmax", "softmax_jvp", "log_softmax_vjp"]),
+    st.sampled_from(["softmax", "log_softmax", "logsumexp", "softmax_jvp", "log_softmax_vjp"]),
     st.sampled_from([np.float32, np.float64]),
     st.tuples(st.integers(0, 12), st.integers(0, 70)),
     st.sampled_from([1.0, 0.5, 0.0, -1.0]),
@@ -385,10 +400,11 @@ def test_random_plain_calls_match_general_path(name, dtype, shape, temperature, 
     a = data.draw(hnp.arrays(dtype, shape, elements=values))
     b = data.draw(hnp.arrays(dtype, shape, elements=values))
     fn = getattr(fs, name)
-    args = (a,) if name in ("softmax", "log_softmax") else (a, b)
+    args = (a,) if name in ("softmax", "log_softmax", "logsumexp") else (a, b)
+    kwargs = {} if name == "logsumexp" else {"temperature": temperature}
     with np.errstate(all="ignore"):
-        general = _outcome(fn, *(frozen(v) for v in args), temperature=temperature)
-        fast = _outcome(fn, *(v.copy() for v in args), temperature=temperature)
+        general = _outcome(fn, *(frozen(v) for v in args), **kwargs)
+        fast = _outcome(fn, *(v.copy() for v in args), **kwargs)
     if isinstance(general, tuple) and isinstance(general[0], type):
         assert fast == general
     else:
