@@ -135,6 +135,15 @@ def plain_out(out: Any, x: np.ndarray, *inputs: np.ndarray) -> bool:
     return all(out is a or not np.may_share_memory(out, a) for a in (x, *inputs))
 
 
+def plain_index_target(target: Any, rows: int) -> bool:
+    """True when ``target`` is already the class-index kernel input for ``rows`` rows: a
+    writable C-contiguous (rows,) int64 ndarray (its values still need the range check)."""
+    if type(target) is not np.ndarray or target.dtype is not _INT64 or target.shape != (rows,):
+        return False
+    flags = target.flags
+    return flags.c_contiguous and flags.writeable
+
+
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     """``x`` as an ndarray of its compute dtype (or of ``dtype`` when given)."""
     if type(x) is np.ndarray and dtype is None and x.dtype.char in "fd" and x.dtype.isnative:
@@ -312,10 +321,7 @@ def check_target(
             raise ValueError(
                 f"class-index target has shape {t.shape}; expected {batch} (logits.shape[:-1])"
             )
-        if t.dtype is _INT64 and t.ndim == 1 and t.flags.c_contiguous:  # common, kept cheap
-            flat = kernel_input(t)
-            bad = first_bad_target(flat, classes, ignore_index)
-        elif t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+        if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
             # beyond int64: out of range, found before the conversion below wraps it
             bad = int(np.argmax(t > np.iinfo(np.int64).max))
         else:

@@ -29,8 +29,6 @@ from ._kernels.cross_entropy import index_target_rows, prob_target_rows
 from ._lazy import dask_call, dask_in
 from ._runtime import launch
 
-_INT64 = np.dtype(np.int64)
-
 
 def fused_rows(
     z: np.ndarray,
@@ -217,17 +215,16 @@ def _run_plain(
     want_grad: bool,
     out: np.ndarray | None,
 ) -> tuple[Any, np.ndarray | None] | None:
-    """:func:`_run` for plain (rows, C) logits (``v.plain_rows``) with an int64 (rows,) target
-    and no weight, mask or softcap, the usual call of a training loop, at a third of the general
-    path's cost per call; None when an argument is not of that kind or is invalid, so that
-    the general path checks it and raises. Checks that can raise here run in the general path's
-    order, after every earlier argument is known to be valid, so they raise what it would."""
+    """:func:`_run` for plain (rows, C) logits (``v.plain_rows``) with a plain int64 (rows,)
+    target (``v.plain_index_target``) and no weight, mask or softcap, the usual call of a
+    training loop, without the general path's conversions; None when an argument is not of that
+    kind or is invalid, so that the general path checks it and raises. Checks that can raise
+    here run in the general path's order, after every earlier argument is known to be valid, so
+    they raise what it would."""
     n, classes = z.shape
     if not (
-        type(target) is np.ndarray
-        and target.dtype is _INT64
-        and target.shape == (n,)
-        and classes
+        classes
+        and v.plain_index_target(target, n)
         and type(ignore_index) is int
         and -(2**63) <= ignore_index < 2**63
         and reduction in v.REDUCTIONS
@@ -235,40 +232,34 @@ def _run_plain(
         and 0.0 <= label_smoothing <= 1.0
     ):
         return None
-    flags = target.flags
-    if not (flags.c_contiguous and flags.writeable):
-        return None
     scale = v.scale_for(temperature, z.dtype)
     if first_bad_target(target, classes, ignore_index) >= 0:
         return None
     gout = v.check_grad_output(grad_output, reduction, (n,))
     z_loss = v.check_z_loss(z_loss)
-    if want_grad:
-        grad = out if out is not None else np.empty(z.shape, z.dtype)
-    else:
-        grad = np.empty((1, classes), z.dtype)  # the kernel's unused gradient row
+    grad = (out if out is not None else np.empty(z.shape, z.dtype)) if want_grad else None
     losses = np.empty(n)  # float64
-    total = launch(  # fused_rows without the softcap: one Python call less
-        index_target_rows,
-        z.size,
+    total = fused_rows(
         z,
         target,
+        True,
         v.kernel_ones(classes, z.dtype),
         ignore_index,
         label_smoothing,
         z_loss,
+        None,
         scale,
         gout,
         reduction == "mean",
         losses,
         grad,
-        want_grad,
+        None,
         None,
     )
     loss = (
         v.deliver(losses, z.dtype, None) if reduction == "none" else v.result_scalar(total, z.dtype)
     )
-    return loss, grad if want_grad else None
+    return loss, grad
 
 
 def cross_entropy(
