@@ -201,8 +201,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--lm-head",
         action="store_true",
         help="also benchmark linear_cross_entropy (forward + backward) against the "
-        "unfused NumPy path and torch's reference and chunked paths, time and "
-        "peak memory, at 2048x256x16000 (--full: also 8192x512x32000)",
+        "unfused NumPy path, its three matmuls alone and torch's reference and chunked "
+        "paths, time and peak memory, at 2048x256x16000 (--full: also 8192x512x32000, "
+        "3 rounds; --rounds N sets the rounds)",
     )
     bench.add_argument(
         "--lm-shapes", type=_csv(_lm_shape), help="comma-separated NxHxV shapes for --lm-head"
@@ -276,8 +277,9 @@ def command(args: argparse.Namespace) -> int:
         shapes = args.lm_shapes or (linear.LM_SHAPES if full else linear.QUICK_LM_SHAPES)
         sections["lm_head"] = linear.run(
             shapes,
-            repeats=args.repeats or (3 if args.mode == "full" else 1),
+            repeats=args.repeats or (3 if full else 1),
             threads=numba.get_num_threads(),
+            rounds=args.rounds or (3 if full else 1),
             progress=say,
         )
         print("\n" + linear.format_table(sections["lm_head"]), flush=True)

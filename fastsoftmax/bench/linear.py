@@ -1,10 +1,13 @@
 """The LM-head benchmark of ``python -m fastsoftmax bench --lm-head``: fused linear + cross-entropy.
 
 Forward + backward of ``cross_entropy(x @ W.T, y)`` (x: N x H float32, W: V x H, class indices y)
-at language-model head shapes N x H x V, four ways:
+at language-model head shapes N x H x V:
 
 - ``fastsoftmax``: ``fs.linear_cross_entropy_with_grad(x, W, y)`` (chunked, default budget);
+- ``fastsoftmax_chunk256``: the same with ``chunk_size`` rows of 256 MiB of logits;
 - ``unfused``: ``z = x @ W.T``; ``fs.cross_entropy_with_grad(z, y, out=z)``; ``z @ W``; ``z.T @ x``;
+- ``matmuls``: the three products of ``unfused`` without the loss, the BLAS floor of any
+  implementation that makes them with NumPy (a yardstick, as ``np.copyto`` is for bandwidth);
 - ``torch``: ``F.linear_cross_entropy(x, W, y)`` + ``backward()`` (reference path, options=None);
 - ``torch_chunked``: the same with ``options=torch.nn.LinearCrossEntropyOptions()``.
 
@@ -12,7 +15,11 @@ Each implementation runs in a fresh subprocess (``python -m fastsoftmax.bench.li
 allocations and caches never count for another: inputs are made in float32 directly, a warm-up
 on a tiny problem loads the kernels, the peak-RSS mark is reset (``/proc/self/clear_refs``), then
 the first full call gives the peak extra memory (peak RSS - RSS before the call: every temporary
-and the gradients dx and dW, which all four return) and the next calls the time.
+and the gradients dx and dW, which all of them return), the mark is reset again for the second
+call (later calls: without the BLAS library's buffers, which its first large call allocates once
+per process), and the calls after the first give the time. With several rounds every
+implementation runs once per round, in reversed order every other round, and the time ratios to
+``fastsoftmax`` are taken per round (the machine's speed drifts between processes).
 """
 
 from __future__ import annotations
@@ -30,10 +37,15 @@ import numpy as np
 
 LM_SHAPES = ((2048, 256, 16000), (8192, 512, 32000))
 QUICK_LM_SHAPES = LM_SHAPES[:1]
-IMPLS = ("fastsoftmax", "unfused", "torch", "torch_chunked")
+IMPLS = ("fastsoftmax", "fastsoftmax_chunk256", "unfused", "matmuls", "torch", "torch_chunked")
+# Implementations that compute no loss: yardsticks only.
+YARDSTICKS = ("matmuls",)
+BIG_CHUNK_BYTES = 256 * 2**20
 NOTES = {
     "fastsoftmax": "fs.linear_cross_entropy_with_grad(x, W, y)",
+    "fastsoftmax_chunk256": "the same, chunk_size = rows of 256 MiB of logits",
     "unfused": "z = x @ W.T; fs.cross_entropy_with_grad(z, y, out=z); z @ W; z.T @ x",
+    "matmuls": "z = x @ W.T; z @ W; z.T @ x (no loss: the BLAS floor)",
     "torch": "F.linear_cross_entropy(x, W, y).backward() (reference path)",
     "torch_chunked": (
         "F.linear_cross_entropy(x, W, y, options=LinearCrossEntropyOptions()).backward()"
@@ -51,11 +63,22 @@ def _inputs(n: int, h: int, v: int, seed: int = 0):
 
 
 def _call(impl: str, x: np.ndarray, w: np.ndarray, y: np.ndarray):
-    """A zero-argument function computing (loss, dx, dW) the way ``impl`` does."""
-    if impl == "fastsoftmax":
+    """A zero-argument function computing (loss, dx, dW) the way ``impl`` does (``matmuls``:
+    (None, z @ W, z.T @ x) for the logits z)."""
+    if impl.startswith("fastsoftmax"):
         import fastsoftmax as fs
 
-        return lambda: fs.linear_cross_entropy_with_grad(x, w, y)[:3]
+        rows = None
+        if impl == "fastsoftmax_chunk256":
+            rows = max(1, BIG_CHUNK_BYTES // (w.shape[0] * x.itemsize))
+        return lambda: fs.linear_cross_entropy_with_grad(x, w, y, chunk_size=rows)[:3]
+    if impl == "matmuls":
+
+        def matmuls():
+            z = x @ w.T
+            return None, z @ w, z.T @ x
+
+        return matmuls
     if impl == "unfused":
         import fastsoftmax as fs
 
@@ -119,26 +142,28 @@ def worker(impl: str, n: int, h: int, v: int, repeats: int, threads: int) -> dic
     _call(impl, *_inputs(64, h, 500))()  # compile / load kernels, initialize thread pools
     x, w, y = _inputs(n, h, v)
     fn = _call(impl, x, w, y)
-    before = _rss()
-    exact = _reset_peak()
-    start = time.perf_counter()
-    result = fn()
-    first = time.perf_counter() - start
-    peak = _peak_rss() - before
-    del result
+    peaks = []
     times = []
-    for _ in range(repeats):
+    for k in range(repeats + 1):
+        before = _rss()
+        exact = _reset_peak()
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times = times or [first]
+        result = fn()
+        elapsed = time.perf_counter() - start
+        if k < 2:  # the first call and a later one
+            peaks.append(_peak_rss() - before)
+        if k or not repeats:
+            times.append(elapsed)
+        del result
     return {
         "impl": impl,
         "shape": [n, h, v],
+        "times": times,
         "median": statistics.median(times),
         "min": min(times),
         "repeats": len(times),
-        "peak_extra_bytes": peak,
+        "peak_extra_bytes": peaks[0],
+        "peak_later_bytes": peaks[-1],
         "peak_reset": exact,
         "logits_bytes": n * v * 4,
         "dw_bytes": v * h * 4,
@@ -174,17 +199,53 @@ def available(impl: str) -> bool:
     return hasattr(torch.nn, "LinearCrossEntropyOptions")
 
 
+def _merge(records: list[dict[str, Any]], ours: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """One record of an implementation's rounds: all timed calls, the median peaks and the
+    per-round time ratio to ``ours`` (fastsoftmax's records of the same rounds): median, least,
+    greatest."""
+    failed = next((r for r in records if "error" in r), None)
+    if failed is not None:
+        return failed
+    times = [t for r in records for t in r["times"]]
+    merged = dict(records[0])
+    merged.update(
+        times=times,
+        median=statistics.median(times),
+        min=min(times),
+        repeats=len(times),
+        rounds=len(records),
+        peak_extra_bytes=statistics.median(r["peak_extra_bytes"] for r in records),
+        peak_later_bytes=statistics.median(r["peak_later_bytes"] for r in records),
+        peak_reset=all(r["peak_reset"] for r in records),
+    )
+    if ours is not None and not any("error" in r for r in ours):
+        ratios = [r["median"] / o["median"] for r, o in zip(records, ours, strict=True)]
+        merged["time_ratio"] = [statistics.median(ratios), min(ratios), max(ratios)]
+    return merged
+
+
 def run(
-    shapes=QUICK_LM_SHAPES, repeats: int = 2, threads: int = 2, impls=IMPLS, progress=None
+    shapes=QUICK_LM_SHAPES,
+    repeats: int = 2,
+    threads: int = 2,
+    impls=IMPLS,
+    rounds: int = 1,
+    progress=None,
 ) -> list[dict[str, Any]]:
+    """Per shape, ``rounds`` rounds in which every available implementation runs once in a fresh
+    process (in reversed order every other round); one merged record per shape and
+    implementation (see :func:`_merge`)."""
+    impls = [impl for impl in impls if available(impl)]
     results = []
     for shape in shapes:
-        for impl in impls:
-            if not available(impl):
-                continue
-            if progress is not None:
-                progress(f"linear_cross_entropy {'x'.join(map(str, shape))} {impl}")
-            results.append(measure(impl, shape, repeats, threads))
+        runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+        for r in range(rounds):
+            for impl in impls if r % 2 == 0 else impls[::-1]:
+                if progress is not None:
+                    label = "x".join(map(str, shape))
+                    progress(f"linear_cross_entropy {label} {impl} (round {r + 1}/{rounds})")
+                runs[impl].append(measure(impl, shape, repeats, threads))
+        results += [_merge(runs[impl], runs.get("fastsoftmax")) for impl in impls]
     return results
 
 
@@ -194,32 +255,42 @@ def format_table(results: list[dict[str, Any]]) -> str:
     lines = [
         "## linear_cross_entropy: forward + backward, float32 (each in a fresh process)",
         "",
-        "| N x H x V | implementation | median | min | peak extra MB | time / fastsoftmax "
-        "| memory / fastsoftmax |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| N x H x V | implementation | median | min | time / fastsoftmax | peak extra MB: "
+        "first call | later calls | memory / fastsoftmax (later calls) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for shape in dict.fromkeys(tuple(r["shape"]) for r in results):
         rows = [r for r in results if tuple(r["shape"]) == shape]
         ours = next((r for r in rows if r["impl"] == "fastsoftmax" and "error" not in r), None)
+        label = "x".join(map(str, shape))
         for r in rows:
-            label = "x".join(map(str, shape))
             if "error" in r:
-                lines.append(f"| {label} | {r['impl']} | error: {r['error']} | | | | |")
+                lines.append(f"| {label} | {r['impl']} | error: {r['error']} | | | | | |")
                 continue
-            t = f"{r['median'] / ours['median']:.2f}" if ours else "-"
-            m = f"{r['peak_extra_bytes'] / ours['peak_extra_bytes']:.2f}" if ours else "-"
+            ratio = r.get("time_ratio")
+            t = "-" if ratio is None else f"{ratio[0]:.2f}"
+            if ratio is not None and r.get("rounds", 1) > 1:
+                t += f" ({ratio[1]:.2f}-{ratio[2]:.2f})"
+            m = f"{r['peak_later_bytes'] / ours['peak_later_bytes']:.2f}" if ours else "-"
             lines.append(
-                f"| {label} | {r['impl']} | {r['median']:.3f} s | {r['min']:.3f} s | "
-                f"{r['peak_extra_bytes'] / mb:.0f} | {t} | {m} |"
+                f"| {label} | {r['impl']} | {r['median']:.3f} s | {r['min']:.3f} s | {t} | "
+                f"{r['peak_extra_bytes'] / mb:.0f} | {r['peak_later_bytes'] / mb:.0f} | {m} |"
             )
         first = rows[0]
         if "error" not in first:
             lines.append(
-                f"| {'x'.join(map(str, shape))} | sizes | logits "
-                f"{first['logits_bytes'] / mb:.0f} MB | dW {first['dw_bytes'] / mb:.0f} MB"
-                f" | dx {first['dx_bytes'] / mb:.0f} MB | | |"
+                f"| {label} | sizes | logits {first['logits_bytes'] / mb:.0f} MB | "
+                f"dW {first['dw_bytes'] / mb:.0f} MB | dx {first['dx_bytes'] / mb:.0f} MB | | | |"
             )
-    lines += [""] + [f"- {k}: `{v}`" for k, v in NOTES.items()]
+    lines += [
+        "",
+        "time / fastsoftmax: per round, the implementation's median time over fastsoftmax's; "
+        "the median over the rounds and (in brackets) the least and greatest. Peak extra: peak "
+        "RSS during one call less RSS before it; the first call in a process also allocates the "
+        "BLAS library's buffers, later calls reuse them.",
+        "",
+    ]
+    lines += [f"- {k}: `{v}`" for k, v in NOTES.items()]
     return "\n".join(lines)
 
 
