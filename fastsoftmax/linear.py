@@ -164,7 +164,7 @@ def linear_cross_entropy(
     *,
     linear_bias: ArrayLike | None = None,
     weight: ArrayLike | None = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     temperature: float = 1.0,
@@ -185,7 +185,8 @@ def linear_cross_entropy(
     linear_bias : array_like, optional
         (C,).
     weight, ignore_index, reduction, label_smoothing, temperature, z_loss, softcap
-        As in :func:`fastsoftmax.cross_entropy`.
+        As in :func:`fastsoftmax.cross_entropy`; ``ignore_index=None`` means -100, as in
+        ``torch.nn.functional.linear_cross_entropy``.
     chunk_size : int, optional
         Rows of x per chunk; by default as many as fit ``CHUNK_BYTES`` (64 MiB) of logits.
 
@@ -198,6 +199,8 @@ def linear_cross_entropy(
     and rounded once, as PyTorch returns float16), else their common compute dtype (float16 with
     float32: float32; integers: float64). Class weights and probability targets do not change it.
     """
+    if ignore_index is None:  # torch's F.linear_cross_entropy default, which it maps to -100
+        ignore_index = -100
     if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
         # locals() is the parameters and nothing else at this point: they go on by name
         return dask_call("linear_cross_entropy", **locals())
@@ -211,7 +214,7 @@ def linear_cross_entropy_with_grad(
     *,
     linear_bias: ArrayLike | None = None,
     weight: ArrayLike | None = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     temperature: float = 1.0,
@@ -231,6 +234,8 @@ def linear_cross_entropy_with_grad(
     of at most 4 MiB (and one chunk) for adding into dW; for float16 inputs also their float32
     copies, and dx and dW in float32 before rounding.
     """
+    if ignore_index is None:  # as in linear_cross_entropy
+        ignore_index = -100
     if "dask" in sys.modules and dask_in(x, linear_weight, target, linear_bias, weight):
         return dask_call("linear_cross_entropy_with_grad", **locals())
     return _run(**locals(), want_grad=True)

@@ -611,6 +611,12 @@ def test_linear_cross_entropy_mean_with_a_zero_denominator():
             got, expected, strict=True
         ):  # NaN where the NumPy call has NaN, 0 elsewhere
             np.testing.assert_array_equal(g, e)
+        # ignore_index=None is torch's default, -100: the same lazy results
+        lazy_none = fs.linear_cross_entropy_with_grad(
+            X, d["w_lin"], t, linear_bias=d["b"], ignore_index=None, **kw
+        )
+        for g, e in zip(dask.compute(*lazy_none), expected, strict=True):
+            np.testing.assert_array_equal(g, e)
 
 
 def test_linear_weight_gradients_do_not_depend_on_scheduler_or_workers():

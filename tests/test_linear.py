@@ -436,6 +436,37 @@ def test_matches_torch_linear_cross_entropy(torch, reduction, options) -> None:
     )
 
 
+@pytest.mark.parametrize("index", [True, False], ids=["index", "prob"])
+@pytest.mark.parametrize("mod", [fs, ref], ids=["fast", "reference"])
+def test_ignore_index_none_is_torchs_default(mod, index) -> None:
+    """``ignore_index=None`` (``F.linear_cross_entropy``'s default) means -100: rows whose target
+    is -100 are ignored, and every result equals the default call's."""
+    x, w, b, t = make_problem((12,), 5, 7, index=index, seed=4)
+    for fn in (mod.linear_cross_entropy, mod.linear_cross_entropy_with_grad):
+        got = fn(x, w, t, linear_bias=b, ignore_index=None, chunk_size=5)
+        expected = fn(x, w, t, linear_bias=b, chunk_size=5)
+        got, expected = (r if isinstance(r, tuple) else (r,) for r in (got, expected))
+        for g, e in zip(got, expected, strict=True):
+            assert np.array_equal(g, e)
+    if index:
+        assert fs.linear_cross_entropy(x, w, t, ignore_index=None, reduction="none")[1] == 0.0
+
+
+@pytest.mark.parametrize("options", [False, True], ids=["reference_path", "chunked_path"])
+def test_ignore_index_none_matches_torch(torch, options) -> None:
+    F = torch.nn.functional
+    x, w, b, t = make_problem((30,), 6, 11, index=True, seed=5)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    opts = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=8) if options else None
+    loss = F.linear_cross_entropy(xt, wt, torch.tensor(t), ignore_index=None, options=opts)
+    loss.backward()
+    got = fs.linear_cross_entropy_with_grad(x, w, t, ignore_index=None, chunk_size=8)
+    assert_results_close(
+        got, (loss.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), None), 1e-10, "none"
+    )
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_float16_matches_torch_linear_cross_entropy(torch, reduction) -> None:
     """float16 x, W and b against torch's float16 F.linear_cross_entropy + backward on CPU: the

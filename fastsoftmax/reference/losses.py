@@ -232,7 +232,10 @@ def _linear(
 ) -> tuple[Any, Any, Any, Any]:
     """(loss, dx, dW, db) from the full logits ``x @ W.T + b`` in the common compute dtype: the
     cross-entropy twin's float64 loss and gradient g, then ``(g @ W, g.T @ x, sum(g))`` in the
-    compute dtype; each rounded once to the promoted result dtype of x, W and b."""
+    compute dtype; each rounded once to the promoted result dtype of x, W and b.
+    ``ignore_index=None`` is -100 (torch's ``F.linear_cross_entropy``)."""
+    if options["ignore_index"] is None:
+        options["ignore_index"] = -100
     for name, a in (("x", x), ("linear_weight", linear_weight)):
         if a is None:
             raise TypeError(f"{name} must be an array, not None")
@@ -265,7 +268,7 @@ def linear_cross_entropy(
     *,
     linear_bias=None,
     weight=None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     temperature: float = 1.0,
@@ -285,7 +288,7 @@ def linear_cross_entropy_with_grad(
     *,
     linear_bias=None,
     weight=None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     temperature: float = 1.0,
