@@ -114,6 +114,10 @@ def test_format_table() -> None:
     table = bl.format_table(fake)
     assert "| 4x2x8 | torch | 2.750 s | 2.500 s | 2.75 (2.50-3.00) | 5 | 4 | 4.00 |" in table
     assert "error: boom" in table
+    ours["peak_later_bytes"] = 0  # a tiny problem whose later call grew no memory: no ratio
+    assert "| 4x2x8 | torch | 2.750 s | 2.500 s | 2.75 (2.50-3.00) | 5 | 4 | - |" in (
+        bl.format_table(fake)
+    )
 
 
 def test_lm_shapes_option() -> None:

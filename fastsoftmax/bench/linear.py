@@ -218,7 +218,7 @@ def _merge(records: list[dict[str, Any]], ours: list[dict[str, Any]] | None) -> 
         peak_later_bytes=statistics.median(r["peak_later_bytes"] for r in records),
         peak_reset=all(r["peak_reset"] for r in records),
     )
-    if ours is not None and not any("error" in r for r in ours):
+    if ours is not None and not any("error" in r or r["median"] <= 0 for r in ours):
         ratios = [r["median"] / o["median"] for r, o in zip(records, ours, strict=True)]
         merged["time_ratio"] = [statistics.median(ratios), min(ratios), max(ratios)]
     return merged
@@ -271,7 +271,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
             t = "-" if ratio is None else f"{ratio[0]:.2f}"
             if ratio is not None and r.get("rounds", 1) > 1:
                 t += f" ({ratio[1]:.2f}-{ratio[2]:.2f})"
-            m = f"{r['peak_later_bytes'] / ours['peak_later_bytes']:.2f}" if ours else "-"
+            base = ours["peak_later_bytes"] if ours else 0  # 0 on tiny shapes: no ratio
+            m = f"{r['peak_later_bytes'] / base:.2f}" if base > 0 else "-"
             lines.append(
                 f"| {label} | {r['impl']} | {r['median']:.3f} s | {r['min']:.3f} s | {t} | "
                 f"{r['peak_extra_bytes'] / mb:.0f} | {r['peak_later_bytes'] / mb:.0f} | {m} |"
