@@ -17,9 +17,11 @@ on a tiny problem loads the kernels, the peak-RSS mark is reset (``/proc/self/cl
 the first full call gives the peak extra memory (peak RSS - RSS before the call: every temporary
 and the gradients dx and dW, which all of them return), the mark is reset again for the second
 call (later calls: without the BLAS library's buffers, which its first large call allocates once
-per process), and the calls after the first give the time. With several rounds every
-implementation runs once per round, in reversed order every other round, and the time ratios to
-``fastsoftmax`` are taken per round (the machine's speed drifts between processes).
+per process; RSS counts pages touched anew, so memory the allocator kept from the first call and
+hands out again does not count either), and the calls after the first give the time. With
+several rounds every implementation runs once per round, in reversed order every other round,
+and the time ratios to ``fastsoftmax`` are taken per round (the machine's speed drifts between
+processes).
 """
 
 from __future__ import annotations
@@ -288,7 +290,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
         "time / fastsoftmax: per round, the implementation's median time over fastsoftmax's; "
         "the median over the rounds and (in brackets) the least and greatest. Peak extra: peak "
         "RSS during one call less RSS before it; the first call in a process also allocates the "
-        "BLAS library's buffers, later calls reuse them.",
+        "BLAS library's buffers, later calls reuse them (and any memory the allocator kept from "
+        "the first call, which RSS does not count again).",
         "",
     ]
     lines += [f"- {k}: `{v}`" for k, v in NOTES.items()]
